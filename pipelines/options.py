@@ -1,0 +1,27 @@
+"""Beam pipeline options built from the shared Settings, so flags and env mean one thing."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from sensorlake.settings import Settings
+
+
+def flink_options(settings: Settings, job_name: str, extra: list[str] | None = None) -> PipelineOptions:
+    """Options for a streaming job on the Flink cluster behind our job server."""
+    args = [
+        "--runner=FlinkRunner",
+        f"--job_endpoint={settings.job_endpoint}",
+        f"--artifact_endpoint=127.0.0.1:{settings.artifact_port}",
+        f"--flink_master={settings.flink_master}",
+        f"--environment_type={settings.environment_type}",
+        "--streaming",
+        f"--job_name={job_name}",
+        f"--parallelism={settings.parallelism}",
+        f"--checkpointing_interval={settings.checkpoint_interval_ms}",
+        # Checkpoints outlive a cancelled job, so it can be resumed from them.
+        "--externalized_checkpoints_enabled",
+    ]
+    if settings.environment_config:
+        args.append(f"--environment_config={settings.environment_config}")
+    return PipelineOptions(args + list(extra or []))

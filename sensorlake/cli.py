@@ -1,0 +1,120 @@
+"""`sensorlake`: one command for every service and tool.
+
+User mistakes (bad flags, a taken port, a missing file) end with one clear line on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from sensorlake.logs import configure_logging
+from sensorlake.settings import Settings, SettingsError
+
+STACK_SETTINGS = [
+    "home", "cache", "lake", "mqtt_port", "kafka_bootstrap", "kafka_controller_port", "flink_rest_port",
+    "flink_rpc_port", "flink_taskmanager_slots", "job_server_port", "artifact_port", "expansion_port",
+    "log_level",
+]
+
+
+def _local(args: argparse.Namespace) -> int:
+    from sensorlake.local.install import install
+    from sensorlake.local.stack import LocalStack
+
+    settings = Settings.from_args(args)
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    if args.action == "install":
+        install(settings)
+        return 0
+    if args.action == "up":
+        paths = install(settings)
+        stack = LocalStack(settings, paths)
+        stack.up(progress=say)
+        s = stack.settings
+        say(f"Flink dashboard: {s.flink_rest}\nMQTT: 127.0.0.1:{s.mqtt_port}   Kafka: {s.kafka_bootstrap}\n"
+            f"Beam job server: {s.job_endpoint}   lake: {s.lake}\nlogs: {stack.home / 'logs'}\n"
+            f"stop with: sensorlake local down")
+        return 0
+    stack = LocalStack(settings)
+    if args.action == "down":
+        stack.down(progress=say)
+        return 0
+    if args.action == "status":
+        rows = stack.status()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                state = "ready" if r["ready"] else ("running" if r["running"] else "stopped")
+                print(f"{r['service']:<18} {state:<8} pid={r['pid'] or '-':<8} ports={r['ports']}")
+        return 0 if all(r["ready"] for r in rows) else 3
+    if args.action == "logs":
+        path = stack.log_path(args.service)
+        if not path.exists():
+            raise SettingsError(f"no log for {args.service} yet ({path})")
+        lines = path.read_text(errors="replace").splitlines()[-args.lines:]
+        print("\n".join(lines))
+        return 0
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sensorlake", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    local = sub.add_parser("local", help="Run the platform's services as local processes (no Docker).")
+    local.add_argument("action", choices=["install", "up", "down", "status", "logs"],
+                       help="install: fetch what is missing; up: install and start; down: stop what up "
+                            "started; status: show each service; logs: show a service's log")
+    local.add_argument("service", nargs="?", default="jobserver", help="service for `logs`")
+    local.add_argument("--lines", type=int, default=50, help="lines of log to show")
+    local.add_argument("--json", action="store_true", help="status as JSON")
+    Settings.add_arguments(local, STACK_SETTINGS)
+    local.set_defaults(func=_local)
+
+    _add_plugin(sub, "generate", "Publish simulated sensor readings to MQTT.", "iot_data_generator.cli")
+    _add_plugin(sub, "bridge", "Forward MQTT readings to Kafka without losing any.", "connectors.mqtt_kafka.cli")
+    _add_plugin(sub, "pipeline", "Run the Beam pipeline on Flink.", "pipelines.cli")
+    return parser
+
+
+def _add_plugin(sub, name: str, help: str, module: str) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return  # not built yet
+    p = sub.add_parser(name, help=help, description=help)
+    mod.configure_parser(p)
+    p.set_defaults(func=mod.run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        configure_logging(Settings.from_args(args).log_level)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (SettingsError, OSError) as exc:
+        print(f"sensorlake: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - known operational errors get one line
+        from sensorlake.local.install import InstallError
+        from sensorlake.local.stack import StackError
+
+        if isinstance(exc, (InstallError, StackError)):
+            print(f"sensorlake: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Fetches what the local stack runs, into a reusable cache; safe to run again.
+
+- Mosquitto: Debian package (apt-get), when missing and we are root.
+- Flink: the PyPI distribution (apache-flink + apache-flink-libraries) in a venv of its own,
+  because it pins an old apache-beam and pyarrow that cannot share a venv with the pipeline.
+- Kafka broker and the Beam job server / expansion service: jars from Maven Central (mvn).
+Each part is complete when its marker file exists, so an interrupted install resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION, REPO_ROOT, Settings
+
+MARKER = ".complete"
+
+
+class InstallError(RuntimeError):
+    """An install step failed; the message says which and where its log is."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    cache: Path
+
+    @property
+    def flink_venv(self) -> Path:
+        return self.cache / f"flink-{FLINK_VERSION}"
+
+    @property
+    def flink_home(self) -> Path:
+        return self.flink_venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "pyflink"
+
+    @property
+    def kafka_lib(self) -> Path:
+        return self.cache / f"kafka-{KAFKA_VERSION}" / "lib"
+
+    @property
+    def beam_services(self) -> Path:
+        return self.cache / f"beam-services-{BEAM_VERSION}-flink-{FLINK_VERSION}"
+
+    @property
+    def beam_classpath(self) -> str:
+        return f"{self.beam_services / 'sensorlake-beam-services.jar'}:{self.beam_services / 'lib'}/*"
+
+    @property
+    def logs(self) -> Path:
+        return self.cache / "install-logs"
+
+
+def _say(msg: str) -> None:
+    print(f"[install] {msg}", flush=True)
+
+
+def _run(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise InstallError(f"{what} failed (exit {proc.returncode}); log: {log}\n{tail}")
+
+
+def ensure_mosquitto() -> str:
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if path and shutil.which("mosquitto_passwd"):
+        return path
+    if os.geteuid() != 0:
+        raise InstallError("mosquitto is not installed: run `sudo apt-get install -y mosquitto`")
+    _say("installing mosquitto (apt-get)")
+    log = Path("/tmp/sensorlake-apt.log")
+    _run(["apt-get", "update", "-q"], log, "apt-get update")
+    _run(["apt-get", "install", "-y", "-q", "mosquitto"], log, "apt-get install mosquitto",
+         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return "/usr/sbin/mosquitto"
+
+
+def ensure_flink(paths: Paths) -> Path:
+    if (paths.flink_venv / MARKER).exists():
+        return paths.flink_home
+    _say(f"installing Flink {FLINK_VERSION} from PyPI into {paths.flink_venv} (about 400 MB, a few minutes)")
+    if paths.flink_venv.exists():
+        shutil.rmtree(paths.flink_venv)
+    _run([sys.executable, "-m", "venv", str(paths.flink_venv)], paths.logs / "flink-venv.log", "creating the Flink venv")
+    _run([str(paths.flink_venv / "bin" / "pip"), "install", "--progress-bar", "off",
+          f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={FLINK_VERSION}"],
+         paths.logs / "flink-pip.log", "pip install apache-flink")
+    if not (paths.flink_home / "bin" / "jobmanager.sh").exists():
+        raise InstallError(f"Flink distribution not found at {paths.flink_home}")
+    (paths.flink_venv / MARKER).touch()
+    return paths.flink_home
+
+
+def _mvn() -> str:
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise InstallError("Maven (mvn) is needed to fetch the Kafka and Beam jars: apt-get install -y maven")
+    return mvn
+
+
+def ensure_kafka(paths: Paths) -> Path:
+    done = paths.kafka_lib.parent / MARKER
+    if done.exists():
+        return paths.kafka_lib
+    _say(f"fetching Kafka {KAFKA_VERSION} jars from Maven Central")
+    _run([_mvn(), "-B", "-q", "-f", str(REPO_ROOT / "sensorlake" / "local" / "kafka" / "pom.xml"),
+          "dependency:copy-dependencies", f"-DoutputDirectory={paths.kafka_lib}"],
+         paths.logs / "kafka-mvn.log", "mvn dependency:copy-dependencies (Kafka)")
+    done.touch()
+    return paths.kafka_lib
+
+
+def ensure_beam_services(paths: Paths) -> Path:
+    done = paths.beam_services / MARKER
+    if done.exists():
+        return paths.beam_services
+    _say(f"fetching Beam {BEAM_VERSION} Flink job server and expansion service jars from Maven Central (about 200 MB)")
+    project = REPO_ROOT / "flink" / "jobserver"
+    paths.beam_services.mkdir(parents=True, exist_ok=True)
+    _run([_mvn(), "-B", "-q", "-f", str(project / "pom.xml"), "package"],
+         paths.logs / "beam-mvn.log", "mvn package (Beam job server)")
+    target = project / "target"
+    jar = next(target.glob("sensorlake-beam-services-*.jar"))
+    shutil.copy2(jar, paths.beam_services / "sensorlake-beam-services.jar")
+    lib = paths.beam_services / "lib"
+    if lib.exists():
+        shutil.rmtree(lib)
+    shutil.copytree(target / "lib", lib)
+    done.touch()
+    return paths.beam_services
+
+
+def install(settings: Settings) -> Paths:
+    paths = Paths(Path(settings.cache).expanduser())
+    paths.cache.mkdir(parents=True, exist_ok=True)
+    ensure_mosquitto()
+    ensure_kafka(paths)
+    ensure_beam_services(paths)
+    ensure_flink(paths)
+    _say("everything is installed")
+    return paths

@@ -1,0 +1,28 @@
+"""Sensorlake: an IoT data platform (MQTT -> Kafka -> Beam on Flink -> Parquet lake)."""
+
+from setuptools import find_packages, setup
+
+# Exact pins. apache-beam must be the release of the job-server classpath in
+# flink/jobserver/pom.xml (sensorlake.settings.BEAM_VERSION); tests/unit/test_pins.py checks it.
+INSTALL_REQUIRES = [
+    "apache-beam==2.62.0",
+    "pyarrow==16.1.0",  # apache-beam 2.62 requires pyarrow < 17
+    "duckdb==2.0.1",
+    "paho-mqtt==2.1.0",
+    "kafka-python==3.0.12",
+    "psutil==7.2.2",
+    "PyYAML==6.0.4",
+]
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0"]
+
+setup(
+    name="sensorlake",
+    version="0.1.0",
+    description="Collect, store, resample and quality-check IoT sensor readings",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["sensorlake*", "iot_data_generator*", "connectors*", "pipelines*"]),
+    package_data={"iot_data_generator": ["sensors.json"], "sensorlake": ["local/*.xml", "local/*.conf"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": ["sensorlake=sensorlake.cli:main"]},
+)
