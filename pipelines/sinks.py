@@ -87,21 +87,18 @@ class _ChunkWriter(beam.DoFn):
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, rows=beam.DoFn.StateParam(ROWS),
-                 armed=beam.DoFn.StateParam(ARMED), written=beam.DoFn.StateParam(WRITTEN),
-                 flush=beam.DoFn.TimerParam(FLUSH)):
+                 armed=beam.DoFn.StateParam(ARMED), written=beam.DoFn.StateParam(WRITTEN)):
         kafka_partition, chunk = key
         by_offset = {r.kafka_offset: r for r in rows.read()}  # a replayed record replaces itself
         n = len(by_offset)
         if n != (written.read() or 0):
             self._write(kafka_partition, chunk, by_offset.values())
             written.write(n)
+        armed.clear()  # the next record of this chunk arms the timer again; idle chunks cost nothing
         if n >= self._chunk_size:
             rows.clear()
-            armed.clear()
             written.clear()
             self._chunks_sealed.inc()
-            return
-        flush.set(time.time() + self._flush_seconds)
 
     def _write(self, kafka_partition: int, chunk: int, records: Iterable[LakeRecord]) -> None:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)

@@ -1,0 +1,68 @@
+"""The local stack itself: idempotent up, clear port errors, down leaves nothing, loopback only."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+
+import psutil
+import pytest
+
+from sensorlake.local.stack import LocalStack, StackError, pid_alive, port_open
+
+pytestmark = pytest.mark.integration
+
+
+def _listening_addresses(pid: int) -> set[str]:
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)]
+    return {c.laddr.ip for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
+def test_all_services_ready(stack):
+    rows = stack.status()
+    assert [r["service"] for r in rows] == LocalStack.ORDER
+    assert all(r["ready"] for r in rows), rows
+
+
+def test_up_twice_is_idempotent(stack):
+    before = {name: stack.pid(name) for name in LocalStack.ORDER}
+    stack.up()
+    after = {name: stack.pid(name) for name in LocalStack.ORDER}
+    assert before == after
+    assert all(after.values())
+
+
+def test_every_service_listens_on_loopback_only(stack):
+    for name in LocalStack.ORDER:
+        addrs = _listening_addresses(stack.pid(name))
+        assert addrs, f"{name} listens nowhere"
+        assert addrs <= {"127.0.0.1", "::ffff:127.0.0.1"}, f"{name} listens on {addrs}"
+
+
+def test_taken_port_is_named_in_the_error(stack, tmp_path):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        other = LocalStack(replace(stack.settings, home=str(tmp_path / "other"), mqtt_port=port), stack.paths)
+        with pytest.raises(StackError, match=f"port {port}"):
+            other.start("mosquitto")
+        assert other.pid("mosquitto") is None
+
+
+def test_down_stops_what_up_started_and_frees_ports(stack, tmp_path):
+    s = stack.settings
+    small = LocalStack(replace(s, home=str(tmp_path / "small"), mqtt_port=s.mqtt_port + 100,
+                               kafka_bootstrap=f"127.0.0.1:{s.kafka_bootstrap_port + 100}",
+                               kafka_controller_port=s.kafka_controller_port + 100), stack.paths)
+    small.up(["mosquitto", "kafka"])
+    pids = [small.pid("mosquitto"), small.pid("kafka")]
+    assert all(pids)
+    small.down()
+    assert not any(pid_alive(p) for p in pids)
+    assert not port_open(s.mqtt_port + 100)
+    assert not port_open(s.kafka_bootstrap_port + 100)
+    assert small.status()[0]["running"] is False
+    # the session's stack is untouched
+    assert all(r["ready"] for r in stack.status())
