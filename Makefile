@@ -21,7 +21,7 @@ install: setup
 	$(SL) local install
 
 up: install
-	$(SL) local up
+	$(SL) local up --with-apps
 
 down:
 	$(SL) local down

@@ -33,7 +33,7 @@ def _local(args: argparse.Namespace) -> int:
     if args.action == "up":
         paths = install(settings)
         stack = LocalStack(settings, paths)
-        stack.up(progress=say)
+        stack.up(progress=say, with_apps=args.with_apps)
         s = stack.settings
         say(f"Flink dashboard: {s.flink_rest}\nMQTT: 127.0.0.1:{s.mqtt_port}   Kafka: {s.kafka_bootstrap}\n"
             f"Beam job server: {s.job_endpoint}   lake: {s.lake}\nlogs: {stack.home / 'logs'}\n"
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("service", nargs="?", default="jobserver", help="service for `logs`")
     local.add_argument("--lines", type=int, default=50, help="lines of log to show")
     local.add_argument("--json", action="store_true", help="status as JSON")
+    local.add_argument("--with-apps", action="store_true",
+                       help="with `up`: also start the bridge and the generator (what `make up` does)")
     Settings.add_arguments(local, STACK_SETTINGS)
     local.set_defaults(func=_local)
 

@@ -61,6 +61,19 @@ class Settings:
     kafka_retention_ms: int = _opt(7 * 24 * 3600 * 1000, "Retention of the readings topic.")
     kafka_controller_port: int = _opt(9093, "KRaft controller port (local stack).")
 
+    # MQTT -> Kafka bridge
+    bridge_id: str = _opt("bridge-1", "Name of this bridge instance (the bridge_id Kafka header).")
+    bridge_client_id: str = _opt(
+        "", "MQTT client id of the bridge's persistent session (default sensorlake-<bridge id>); "
+            "never shared by two running bridges.")
+    bridge_max_inflight: int = _opt(
+        1000, "Readings received but not yet acked to MQTT (MQTT v5 Receive Maximum); at the bound "
+              "the bridge stops reading and the broker queues.")
+    bridge_max_payload_bytes: int = _opt(262144, "Larger MQTT payloads go to the DLQ topic.")
+    bridge_metrics_port: int = _opt(9464, "Bridge Prometheus metrics port on 127.0.0.1 (0: off).")
+    bridge_session_expiry_s: int = _opt(
+        7 * 24 * 3600, "How long the broker keeps the bridge's session and queue while it is away.")
+
     # Flink and Beam
     flink_rest_port: int = _opt(8081, "Flink REST API and dashboard port.")
     flink_rpc_port: int = _opt(6123, "Flink JobManager RPC port.")
@@ -110,6 +123,12 @@ class Settings:
         env_file = Path(env.get(ENV_PREFIX + "ENV_FILE", ".env"))
         if env_file.is_file():
             merged.update(read_env_file(env_file))
+        # The local stack generates its MQTT passwords into <home>/credentials.env; every client
+        # started against that stack (generator, bridge, tests) finds them there.
+        home = Path(env.get(ENV_PREFIX + "HOME", merged.get(ENV_PREFIX + "HOME", ".sensorlake")))
+        creds = home / "credentials.env"
+        if creds.is_file():
+            merged.update(read_env_file(creds))
         merged.update(env)
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
@@ -118,6 +137,13 @@ class Settings:
             if key in merged and merged[key] != "":
                 values[f.name] = _coerce(hints[f.name], merged[key], key)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "home" in values and "home" in overrides and not (
+                values.get("mqtt_generator_password") and values.get("mqtt_bridge_password")):
+            creds = Path(values["home"]) / "credentials.env"
+            if creds.is_file():
+                found = read_env_file(creds)
+                for name in ("mqtt_generator_password", "mqtt_bridge_password"):
+                    values.setdefault(name, found.get(cls.env_name(name), ""))
         return cls(**values)
 
     @classmethod

@@ -6,6 +6,7 @@ Everything binds to 127.0.0.1. State (configs, pids, logs, service data) lives u
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -13,6 +14,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -66,12 +68,15 @@ class LocalStack:
     """Starts, checks and stops the local services; one instance per state folder."""
 
     ORDER = ["mosquitto", "kafka", "flink-jobmanager", "flink-taskmanager", "expansion", "jobserver"]
+    # The platform's own processes, started by `make up` (`local up --with-apps`), not by tests.
+    APPS = ["bridge", "generator"]
+    APP_MODULES = {"bridge": "connectors.mqtt_kafka", "generator": "iot_data_generator"}
 
     def __init__(self, settings: Settings, paths: Paths | None = None):
         self.home = Path(settings.home).resolve()
         self.settings = self._with_credentials(settings)
         self.paths = paths or Paths(Path(settings.cache).expanduser())
-        self.services = {s.name: s for s in self._services()}
+        self.services = {s.name: s for s in self._services() + self._apps()}
 
     # ------------------------------------------------------------------ credentials
     def _with_credentials(self, settings: Settings) -> Settings:
@@ -138,6 +143,21 @@ class LocalStack:
                              f"--artifact-port={s.artifact_port}", "--expansion-port=-1",
                              f"--artifacts-dir={self._dir('jobserver', 'artifacts')}"],
                     lambda: port_open(s.job_server_port) and port_open(s.artifact_port)),
+        ]
+
+    def _apps(self) -> list[Service]:
+        s = self.settings
+        env = lambda: s.as_env()  # noqa: E731 - the same settings names the services read
+        alive = lambda name: (lambda: self.pid(name) is not None)  # noqa: E731
+        return [
+            Service("bridge", [s.bridge_metrics_port] if s.bridge_metrics_port else [],
+                    lambda: [sys.executable, "-m", "connectors.mqtt_kafka"],
+                    (lambda: port_open(s.bridge_metrics_port)) if s.bridge_metrics_port else alive("bridge"),
+                    env=env, timeout=60),
+            Service("generator", [],
+                    lambda: [sys.executable, "-m", "iot_data_generator",
+                             "--report", str(self.home / "generator-report.json")],
+                    alive("generator"), env=env, timeout=10),
         ]
 
     def _java_module_opts(self) -> list[str]:
@@ -304,22 +324,24 @@ class LocalStack:
                 time.sleep(0.1)
         self.pid_path(name).unlink(missing_ok=True)
 
-    def up(self, names: list[str] | None = None, progress: Callable[[str], None] = lambda m: None) -> None:
-        for name in names or self.ORDER:
+    def up(self, names: list[str] | None = None, progress: Callable[[str], None] = lambda m: None,
+           with_apps: bool = False) -> None:
+        apps = [a for a in self.APPS if importlib.util.find_spec(self.APP_MODULES[a] + ".__main__")]
+        for name in names or (self.ORDER + (apps if with_apps else [])):
             already = self.pid(name) is not None
             progress(f"{name}: {'already running' if already else 'starting'}")
             self.start(name)
             progress(f"{name}: ready (pid {self.pid(name)})")
 
     def down(self, progress: Callable[[str], None] = lambda m: None) -> None:
-        for name in reversed(self.ORDER):
+        for name in reversed(self.ORDER + self.APPS):
             if self.pid(name):
                 progress(f"{name}: stopping")
                 self.stop(name)
 
     def status(self) -> list[dict]:
         rows = []
-        for name in self.ORDER:
+        for name in self.ORDER + [a for a in self.APPS if self.pid(a)]:
             svc = self.services[name]
             pid = self.pid(name)
             rows.append({"service": name, "pid": pid, "running": pid is not None,
