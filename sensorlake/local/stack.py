@@ -244,11 +244,13 @@ class LocalStack:
         dist = self.paths.flink_home / "conf"
         cfg = yaml.safe_load((dist / "config.yaml").read_text())
         cfg["jobmanager"] = {"bind-host": "127.0.0.1", "rpc": {"address": "127.0.0.1", "port": s.flink_rpc_port},
-                             "memory": {"process": {"size": "1024m"}},
+                             "memory": {"process": {"size": "1280m"}, "jvm-metaspace": {"size": "512m"}},
                              "execution": {"failover-strategy": "region"}}
         cfg["taskmanager"] = {"bind-host": "127.0.0.1", "host": "127.0.0.1",
                               "numberOfTaskSlots": s.flink_taskmanager_slots,
-                              "memory": {"process": {"size": "2048m"}}}
+                              # Every Beam job brings its own classloader with the whole Beam
+                              # classpath; the default 256m metaspace runs out after a few jobs.
+                              "memory": {"process": {"size": "3072m"}, "jvm-metaspace": {"size": "1024m"}}}
         cfg["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": s.flink_rest_port}
         cfg["blob"] = {"server": {"port": str(s.flink_rpc_port + 1)}}
         cfg["parallelism"] = {"default": 1}
