@@ -1,0 +1,1 @@
+"""Zero-loss MQTT -> Kafka bridge (ordered manual acks after acks=all writes); see bridge.py."""

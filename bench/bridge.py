@@ -1,0 +1,303 @@
+"""Bridge throughput against its ceiling: a bare paho QoS 1 subscriber on the same broker and load.
+
+Not part of pass/fail; it prints figures and writes them (with machine and version info) to
+``bench/results/bridge-<time>.json``. Needs Mosquitto and Kafka running, configured through the
+usual settings (``SENSORLAKE_*`` or flags; the local stack's credentials file works too).
+
+Two loads, both from separate publisher processes (a publisher inside the measured process
+would starve it through the GIL):
+- ``live``: publishers run while the subscriber/bridge consumes (what production looks like;
+  on a 2-core machine publishers, broker, Kafka and bridge all share the CPUs);
+- ``backlog``: the same readings are queued first in the subscriber's persistent session, then
+  it is started and drains them (the consumer's own capacity, e.g. catching up after an outage).
+
+    python bench/bridge.py --messages 100000 --publishers 2 --mode both
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sensorlake.settings import KAFKA_VERSION, Settings  # noqa: E402
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    s = Settings.from_args(args)
+    creds = Path(s.home) / "credentials.env"  # the local stack's generated passwords
+    if creds.is_file() and not (s.mqtt_bridge_password and s.mqtt_generator_password):
+        from sensorlake.settings import read_env_file
+
+        env = read_env_file(creds)
+        s = replace(s, mqtt_bridge_password=s.mqtt_bridge_password or env.get("SENSORLAKE_MQTT_BRIDGE_PASSWORD", ""),
+                    mqtt_generator_password=s.mqtt_generator_password
+                    or env.get("SENSORLAKE_MQTT_GENERATOR_PASSWORD", ""))
+    return s
+
+
+# ---------------------------------------------------------------------- the bare subscriber (ceiling)
+def subscriber_main(argv: list[str]) -> int:
+    """Counts QoS 1 messages (paho acks them itself); prints first/last receive times as JSON."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--expect", type=int, default=0, help="0: subscribe, then exit (creates the session)")
+    p.add_argument("--idle-timeout", type=float, default=60)
+    a = p.parse_args(argv)
+    s = Settings.load()
+    state = {"n": 0, "first": 0.0, "last": 0.0, "subscribed": False}
+
+    def on_message(c, u, m):  # noqa: ANN001
+        now = time.time()
+        if not state["n"]:
+            state["first"] = now
+        state["n"] += 1
+        state["last"] = now
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=a.client_id, protocol=mqtt.MQTTv5)
+    c.username_pw_set(s.mqtt_bridge_user, s.mqtt_bridge_password or None)
+    c.on_message = on_message
+    c.on_connect = lambda cl, u, f, rc, pr: cl.subscribe(a.topic, qos=1)
+    c.on_subscribe = lambda cl, u, mid, rcs, pr: state.update(subscribed=True)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 1000
+    c.connect(s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props)
+    c.loop_start()
+    deadline = time.time() + 30
+    while not state["subscribed"] and time.time() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"ready": True}), flush=True)
+    while a.expect and state["n"] < a.expect:
+        ref = state["last"] or deadline
+        if time.time() - ref > a.idle_timeout:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)  # let the last PUBACKs out
+    c.disconnect()
+    c.loop_stop()
+    print(json.dumps({"count": state["n"], "first": state["first"], "last": state["last"]}), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------- helpers
+class Run:
+    def __init__(self, s: Settings, messages: int, publishers: int, sensors: int) -> None:
+        self.s = s
+        self.messages = messages
+        self.publishers = publishers
+        self.sensors = sensors
+        self.env = {**os.environ, **s.as_env(), "PYTHONPATH": str(REPO)}
+
+    def publish(self, prefix: str) -> dict:
+        per_pub = self.messages // self.publishers
+        count = max(1, per_pub // self.sensors)
+        procs = [subprocess.Popen(
+            [PY, "-m", "connectors.mqtt_kafka.loadgen", "--prefix", prefix, "--sensors", str(self.sensors),
+             "--sensor-base", f"p{i}s", "--count", str(count), "--client-id", f"bench-pub-{uuid.uuid4().hex[:6]}"],
+            env=self.env, stdout=subprocess.PIPE, text=True) for i in range(self.publishers)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        return {"published": sum(o["published"] for o in outs), "acked": sum(o["acked"] for o in outs),
+                "publish_seconds": max(o["publish_seconds"] for o in outs)}
+
+    def total(self) -> int:
+        per_pub = self.messages // self.publishers
+        return max(1, per_pub // self.sensors) * self.sensors * self.publishers
+
+    # bare subscriber ------------------------------------------------------------
+    def subscriber(self, client_id: str, topic: str, expect: int) -> subprocess.Popen:
+        p = subprocess.Popen([PY, __file__, "--_subscriber", "--client-id", client_id, "--topic", topic,
+                              "--expect", str(expect)], env=self.env, stdout=subprocess.PIPE, text=True)
+        json.loads(p.stdout.readline())  # ready
+        return p
+
+    def ceiling(self, mode: str) -> dict:
+        prefix = f"{self.s.mqtt_topic_prefix}/bench-{uuid.uuid4().hex[:8]}"
+        cid = f"bench-sub-{uuid.uuid4().hex[:8]}"
+        n = self.total()
+        if mode == "backlog":
+            self.subscriber(cid, prefix + "/#", 0).wait()
+            pub = self.publish(prefix)
+            sub = self.subscriber(cid, prefix + "/#", n)
+        else:
+            sub = self.subscriber(cid, prefix + "/#", n)
+            pub = self.publish(prefix)
+        res = json.loads(sub.communicate()[0].strip().splitlines()[-1])
+        secs = max(1e-9, res["last"] - res["first"])
+        return {"received": res["count"], "seconds": secs, "msgs_per_s": res["count"] / secs, "publishers": pub}
+
+    # bridge ---------------------------------------------------------------------
+    def bridge(self, mode: str) -> dict:
+        tag = uuid.uuid4().hex[:8]
+        prefix = f"{self.s.mqtt_topic_prefix}/bench-{tag}"
+        port = free_port()
+        env = {**self.env, "SENSORLAKE_MQTT_TOPIC_PREFIX": prefix, "SENSORLAKE_KAFKA_TOPIC": f"bench.raw.{tag}",
+               "SENSORLAKE_KAFKA_DLQ_TOPIC": f"bench.dlq.{tag}", "SENSORLAKE_BRIDGE_CLIENT_ID": f"bench-bridge-{tag}",
+               "SENSORLAKE_BRIDGE_ID": f"bench-{tag}", "SENSORLAKE_BRIDGE_METRICS_PORT": str(port),
+               "SENSORLAKE_LOG_LEVEL": "WARNING"}
+        n = self.total()
+
+        def start() -> subprocess.Popen:
+            p = subprocess.Popen([PY, "-m", "connectors.mqtt_kafka"], env=env, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                m = metrics(port)
+                if m.get("sensorlake_bridge_mqtt_connected") == 1:
+                    return p
+                if p.poll() is not None:
+                    raise RuntimeError(f"bridge exited: {p.stderr.read()}")
+                time.sleep(0.1)
+            raise RuntimeError("bridge not ready")
+
+        def stop(p: subprocess.Popen) -> None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+
+        if mode == "backlog":
+            stop(start())  # creates topics and the persistent session
+            pub = self.publish(prefix)
+            proc = start()
+        else:
+            proc = start()
+            pub = None
+        samples: list[tuple[float, float]] = []
+        if mode == "live":  # publishers start now; this thread samples the bridge's counter
+            import threading
+
+            box: dict = {}
+            t = threading.Thread(target=lambda: box.update(pub=self.publish(prefix)))
+            t.start()
+        deadline = time.time() + 600
+        last_change = time.time()
+        prev = -1.0
+        while time.time() < deadline:
+            fwd = metrics(port).get("sensorlake_bridge_messages_forwarded_total", 0)
+            now = time.time()
+            samples.append((now, fwd))
+            if fwd != prev:
+                prev, last_change = fwd, now
+            if fwd >= n or now - last_change > 60:
+                break
+            time.sleep(0.05)
+        if mode == "live":
+            t.join()
+            pub = box.get("pub")
+        m = metrics(port)
+        stop(proc)
+        first = next((t for t, v in samples if v > 0), samples[0][0])
+        # interpolate: the sample before the first non-zero one bounds the start from below
+        idx = next((i for i, (_, v) in enumerate(samples) if v > 0), 0)
+        start_t = (samples[idx - 1][0] + first) / 2 if idx > 0 else first
+        end_t = next((t for t, v in samples if v >= n), samples[-1][0])
+        secs = max(1e-9, end_t - start_t)
+        fwd = samples[-1][1]
+        lat_count = m.get("sensorlake_bridge_kafka_latency_seconds_count", 0)
+        return {"forwarded": fwd, "seconds": secs, "msgs_per_s": fwd / secs, "publishers": pub,
+                "duplicates": m.get("sensorlake_bridge_messages_duplicate_total", 0),
+                "mean_latency_ms": 1000 * m.get("sensorlake_bridge_kafka_latency_seconds_sum", 0) / max(1, lat_count)}
+
+
+def metrics(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.partition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def machine_info(s: Settings) -> dict:
+    import kafka
+    import paho.mqtt
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        mosq = "?"
+    from connectors.mqtt_kafka import kafka_io
+
+    return {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(), "cpu_model": cpu,
+            "python": platform.python_version(), "paho_mqtt": paho.mqtt.__version__,
+            "kafka_python": kafka.__version__, "mosquitto": mosq, "kafka_broker": KAFKA_VERSION,
+            "load_avg": os.getloadavg(), "bridge": {"max_inflight": s.bridge_max_inflight,
+                                                     "compression": kafka_io.compression_type(),
+                                                     "acks": "all", "idempotence": True}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--_subscriber":
+        return subscriber_main(argv[1:])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--messages", type=int, default=100_000)
+    p.add_argument("--publishers", type=int, default=2)
+    p.add_argument("--sensors", type=int, default=10, help="sensors per publisher")
+    p.add_argument("--mode", choices=["live", "backlog", "both"], default="both")
+    p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    Settings.add_arguments(p, ["home", "mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_bridge_user",
+                               "mqtt_bridge_password", "mqtt_generator_user", "mqtt_generator_password",
+                               "kafka_bootstrap", "bridge_max_inflight"])
+    args = p.parse_args(argv)
+    s = load_settings(args)
+    run = Run(s, args.messages, args.publishers, args.sensors)
+    modes = ["live", "backlog"] if args.mode == "both" else [args.mode]
+    results: dict = {"messages": run.total(), "publishers": args.publishers, "machine": machine_info(s),
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "modes": {}}
+    print(f"{run.total()} QoS 1 readings from {args.publishers} publisher processes, "
+          f"{args.sensors * args.publishers} sensors; broker {s.mqtt_host}:{s.mqtt_port}, kafka {s.kafka_bootstrap}")
+    print(f"{'load':<9}{'ceiling (bare paho)':>22}{'bridge (acks=all)':>20}{'ratio':>8}")
+    for mode in modes:
+        ceil = run.ceiling(mode)
+        br = run.bridge(mode)
+        ratio = br["msgs_per_s"] / ceil["msgs_per_s"] if ceil["msgs_per_s"] else 0
+        results["modes"][mode] = {"ceiling": ceil, "bridge": br, "ratio": ratio}
+        print(f"{mode:<9}{ceil['msgs_per_s']:>16,.0f} msg/s{br['msgs_per_s']:>14,.0f} msg/s{ratio:>8.2f}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bridge-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
