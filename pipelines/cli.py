@@ -7,6 +7,7 @@ import sys
 
 from pipelines import main
 from sensorlake.registry import RegistryError
+from sensorlake.settings import Settings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +17,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    argv = [a for a in sys.argv[sys.argv.index("run") + 1:]] if "run" in sys.argv else []
     try:
-        result = main.run(argv)
+        result = main.submit(args, Settings.from_args(args))
     except RegistryError as exc:
         print(f"sensorlake pipeline: error: {exc}", file=sys.stderr)
         return 2
-    print(f"submitted {main.JOB_NAME}; Ctrl-C cancels it", flush=True)
+    print(f"submitted {args.job_name}; Ctrl-C cancels it", flush=True)
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:

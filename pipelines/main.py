@@ -72,7 +72,11 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None, settings: Settings | None = None):
     args = parser().parse_args(argv)
-    settings = settings or Settings.from_args(args)
+    return submit(args, settings or Settings.from_args(args))
+
+
+def submit(args: argparse.Namespace, settings: Settings):
+    """Stores the registry version and submits the job; returns the PipelineResult."""
     raw = Path(settings.registry).read_bytes()
     parse_registry(raw)  # fail fast, with the registry's own message
     store_registry_version(settings.lake, raw)

@@ -32,12 +32,12 @@ from apache_beam.metrics import Metrics
 
 from pipelines.schemas import RAW_READINGS_DATASET, REJECTED_READINGS_DATASET
 from pipelines.sinks import LakeRecord
+from sensorlake.contract import EPOCH_SECONDS_LIMIT, epoch_to_ms, iso_to_ms  # noqa: F401 - re-exported
 from sensorlake.registry import Sensor
 
 DEFAULT_MAX_PAYLOAD_BYTES = 262_144
 DEFAULT_MAX_FUTURE_MS = 86_400_000  # one day: clocks drift, but not by days
 MAX_SENSOR_ID_LEN = 128
-EPOCH_SECONDS_LIMIT = 100_000_000_000  # |t| below this is seconds, else milliseconds
 _INT64_MAX = 2**63 - 1
 
 UTC = timezone.utc
@@ -103,23 +103,19 @@ def _timestamp_ms(ts: Any) -> int | Rejection:
     if isinstance(ts, bool) or ts is None:
         return _reject("bad_timestamp",
                        f"timestamp must be ISO-8601 text or epoch number, got {ts!r}")
-    if isinstance(ts, int):
-        return ts * 1000 if -EPOCH_SECONDS_LIMIT < ts < EPOCH_SECONDS_LIMIT else ts
-    if isinstance(ts, float):
-        if not math.isfinite(ts):
+    if isinstance(ts, (int, float)):
+        ms = epoch_to_ms(ts)
+        if ms is None:
             return _reject("bad_timestamp", f"timestamp is not a finite number: {ts!r}")
-        return round(ts * 1000) if -EPOCH_SECONDS_LIMIT < ts < EPOCH_SECONDS_LIMIT else round(ts)
+        return ms
     if isinstance(ts, str):
         try:
-            dt = datetime.fromisoformat(ts)
-        except ValueError:
-            return _reject("bad_timestamp", f"timestamp is not ISO-8601: {ts[:64]!r}")
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        try:
-            return (dt - _EPOCH) // _MS
+            ms = iso_to_ms(ts)
         except OverflowError:  # e.g. year 1 with a positive offset
             return _reject("timestamp_out_of_range", f"timestamp out of range: {ts[:64]!r}")
+        if ms is None:
+            return _reject("bad_timestamp", f"timestamp is not ISO-8601: {ts[:64]!r}")
+        return ms
     return _reject("bad_timestamp",
                    f"timestamp must be ISO-8601 text or epoch number, got {type(ts).__name__}")
 

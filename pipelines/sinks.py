@@ -16,7 +16,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from typing import Callable, Iterable, NamedTuple
+from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -133,5 +133,3 @@ class WriteLakeChunks(beam.PTransform):
                 _ChunkWriter(self._lake, self._schemas, size, self._flush_seconds))
         )
 
-
-PartitionFn = Callable[[dict], str]

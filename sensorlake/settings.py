@@ -137,13 +137,6 @@ class Settings:
             if key in merged and merged[key] != "":
                 values[f.name] = _coerce(hints[f.name], merged[key], key)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "home" in values and "home" in overrides and not (
-                values.get("mqtt_generator_password") and values.get("mqtt_bridge_password")):
-            creds = Path(values["home"]) / "credentials.env"
-            if creds.is_file():
-                found = read_env_file(creds)
-                for name in ("mqtt_generator_password", "mqtt_bridge_password"):
-                    values.setdefault(name, found.get(cls.env_name(name), ""))
         return cls(**values)
 
     @classmethod

@@ -10,22 +10,18 @@ is not at the top level). Never raises: anything unparseable is ``None`` (use re
 from __future__ import annotations
 
 import json
-import math
 import re
-from datetime import datetime, timedelta, timezone
+
+from sensorlake import contract
+from sensorlake.contract import epoch_to_ms
 
 #: Kafka 4 rejects records more than ``log.message.timestamp.after.max.ms`` (1 h by default)
 #: ahead of the broker clock; such a record would block the bridge, so it is re-stamped.
 MAX_FUTURE_MS = 3600 * 1000
-#: Epoch numbers at or above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
-MS_THRESHOLD = 1e11
 
 _KEY = b'"timestamp"'
 _TS = re.compile(rb'"timestamp"\s*:\s*(?:"([^"\\]{1,64})"|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))')
 _NUMERIC = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MS = timedelta(milliseconds=1)
 
 # Why a record is not stamped with its event time (the ``timestamp_fallback`` header).
 NO_TIMESTAMP = "no_timestamp"
@@ -34,24 +30,11 @@ BEFORE_EPOCH = "before_epoch"
 REJECTED = "rejected_by_kafka"
 
 
-def epoch_to_ms(value: float) -> int | None:
-    """Epoch seconds or milliseconds (told apart by magnitude) to milliseconds."""
-    if not math.isfinite(value):
-        return None
-    return int(value if abs(value) >= MS_THRESHOLD else value * 1000)
-
-
 def iso_to_ms(text: str) -> int | None:
-    """ISO-8601 with ``Z``, an offset or no zone (no zone means UTC) to epoch milliseconds."""
+    """The contract's ISO rule; None also when an offset pushes the instant out of range."""
     try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        return (dt - _EPOCH_NAIVE) // _MS
-    try:
-        return (dt - _EPOCH_UTC) // _MS
-    except OverflowError:  # offsets pushing year 1 / 9999 out of range
+        return contract.iso_to_ms(text)
+    except OverflowError:
         return None
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -94,7 +94,6 @@ class LocalStack:
             overrides["mqtt_generator_password"] = creds["SENSORLAKE_MQTT_GENERATOR_PASSWORD"]
         if not settings.mqtt_bridge_password:
             overrides["mqtt_bridge_password"] = creds["SENSORLAKE_MQTT_BRIDGE_PASSWORD"]
-        from dataclasses import replace
         return replace(settings, **overrides)
 
     # ------------------------------------------------------------------ layout
