@@ -1,68 +1,67 @@
-"""The Sensorlake streaming job: every Kafka record into the raw lake or rejected/, once.
+"""The Sensorlake streaming job: every Kafka record into the lake once, and 1-minute rows with quality.
 
-Kafka (KafkaIO, CreateTime) -> ParseReadings -> DedupeReadings -> WriteLakeChunks
-  raw/readings/date=/hour=/      every distinct reading, verbatim payload kept
-  rejected/readings/date=/       payloads that are not readings, with the reason
-  raw/sensors/version=<UTC>/     the registry as read, stored when the job starts
+Kafka (KafkaIO) -> ParseReadings -+-> DedupeReadings -> WriteLakeChunks
+                                  |     raw/readings/date=/hour=/   every distinct reading, payload kept
+                                  |     rejected/readings/date=/    payloads that are not readings, and why
+                                  +-> ResampleAndScore -> WriteWindowFiles
+                                        curated/readings_1min/date=/        per sensor-minute, in-range values
+                                        quality/sensor_quality_1min/date=/  completeness, validity, status
+  raw/sensors/version=<UTC>/  each registry version, stored at start and whenever the file changes
+
+One job rather than two: both branches need the same parse, and one consumer group keeps the raw
+lake and the aggregates at the same Kafka offsets in every checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import hashlib
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines.dedupe import DedupeReadings
 from pipelines.kafka_io import ReadKafkaRecords
 from pipelines.options import flink_options
 from pipelines.parsing import ParseReadings
+from pipelines.quality import Thresholds
+from pipelines.registry_source import RegistrySource, store_registry_version
 from pipelines.schemas import RAW_READINGS_DATASET, SCHEMAS
-from pipelines.sinks import WriteLakeChunks
+from pipelines.sinks import WriteLakeChunks, WriteWindowFiles
+from pipelines.windows import ResampleAndScore, WindowSettings
 from sensorlake.registry import parse_registry
 from sensorlake.settings import Settings
 
 JOB_NAME = "sensorlake-lake"
 PIPELINE_SETTINGS = ["lake", "registry", "kafka_bootstrap", "kafka_topic", "job_server_port", "artifact_port",
                      "expansion_port", "flink_rest_port", "environment_type", "environment_config",
-                     "parallelism", "checkpoint_interval_ms", "log_level"]
+                     "parallelism", "checkpoint_interval_ms", "log_level", "out_of_orderness_ms",
+                     "allowed_lateness_ms", "idle_timeout_ms", "heartbeat_interval_ms", "max_missing_windows",
+                     "window_shards", "registry_refresh_s", "quality_ok_completeness", "quality_ok_validity",
+                     "quality_bad_completeness", "quality_bad_validity"]
 
 
-def store_registry_version(lake: str, raw: bytes, now: dt.datetime | None = None) -> str | None:
-    """Writes raw/sensors/version=<UTC>/sensors.json unless the newest version has the same bytes."""
-    base = f"{lake.rstrip('/')}/raw/sensors"
-    digest = hashlib.sha256(raw).hexdigest()
-    existing = sorted(m.path for m in FileSystems.match([f"{base}/version=*/sensors.json"])[0].metadata_list)
-    if existing:
-        with FileSystems.open(existing[-1]) as fh:
-            if hashlib.sha256(fh.read()).hexdigest() == digest:
-                return None
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H-%M-%SZ")
-    path = f"{base}/version={stamp}/sensors.json"
-    if "://" not in path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with FileSystems.create(path) as fh:
-        fh.write(raw)
-    return path
-
-
-def build(p: beam.Pipeline, settings: Settings, registry_bytes: bytes, flush_seconds: float,
-          chunk_size: int, group_id: str) -> None:
-    registry = parse_registry(registry_bytes)
-    (p
-     | "ReadKafka" >> ReadKafkaRecords(settings, group_id=group_id)
-     | "Parse" >> beam.ParDo(ParseReadings(registry))
+def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_seconds: float,
+          chunk_size: int, group_id: str, window_flush_seconds: float) -> None:
+    parsed = (p
+              | "ReadKafka" >> ReadKafkaRecords(settings, group_id=group_id)
+              | "Parse" >> beam.ParDo(ParseReadings(registry))
+              .with_outputs(ParseReadings.READINGS_TAG, main="lake"))
+    (parsed.lake
      | "Dedupe" >> DedupeReadings(RAW_READINGS_DATASET)
      | "WriteLake" >> WriteLakeChunks(settings.lake, SCHEMAS, chunk_size=chunk_size, flush_seconds=flush_seconds))
+    (parsed[ParseReadings.READINGS_TAG]
+     | "ResampleAndScore" >> ResampleAndScore(
+         registry, Thresholds.from_settings(settings), WindowSettings.from_settings(settings),
+         settings.heartbeat_interval_ms)
+     | "WriteMinutes" >> WriteWindowFiles(settings.lake, SCHEMAS, settings.window_shards, window_flush_seconds))
 
 
 def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--flush-seconds", type=float, default=30.0,
                    help="a record is in a visible Parquet file at most this long after it is read")
+    p.add_argument("--window-flush-seconds", type=float, default=10.0,
+                   help="a 1-minute row is in a visible Parquet file at most this long after its window closed")
     p.add_argument("--chunk-size", type=int, default=10_000, help="Kafka offsets per raw file")
     p.add_argument("--group-id", default="sensorlake-lake", help="Kafka consumer group (offset commits)")
     p.add_argument("--job-name", default=JOB_NAME, help="name of the job in the Flink dashboard")
@@ -80,6 +79,7 @@ def submit(args: argparse.Namespace, settings: Settings):
     raw = Path(settings.registry).read_bytes()
     parse_registry(raw)  # fail fast, with the registry's own message
     store_registry_version(settings.lake, raw)
+    registry = RegistrySource(settings.registry, settings.lake, settings.registry_refresh_s, initial=raw)
     p = beam.Pipeline(options=flink_options(settings, args.job_name))
-    build(p, settings, raw, args.flush_seconds, args.chunk_size, args.group_id)
+    build(p, settings, registry, args.flush_seconds, args.chunk_size, args.group_id, args.window_flush_seconds)
     return p.run()

@@ -25,13 +25,14 @@ import json
 import math
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines.schemas import RAW_READINGS_DATASET, REJECTED_READINGS_DATASET
 from pipelines.sinks import LakeRecord
+from pipelines.windows import Observation
 from sensorlake.contract import EPOCH_SECONDS_LIMIT, epoch_to_ms, iso_to_ms  # noqa: F401 - re-exported
 from sensorlake.registry import Sensor
 
@@ -236,6 +237,15 @@ def ms_to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+def _arrival_ms(record, now_ms: int) -> int:
+    """When the bridge received the message (its receive_ms header), else the record's time."""
+    raw = (record.headers or {}).get("receive_ms")
+    try:
+        return int(bytes(raw)) if raw is not None else (record.timestamp_ms if record.timestamp_ms >= 0 else now_ms)
+    except ValueError:
+        return record.timestamp_ms if record.timestamp_ms >= 0 else now_ms
+
+
 def _header_text(headers: Mapping | None, name: str) -> str | None:
     if not headers:
         return None
@@ -248,19 +258,24 @@ def _header_text(headers: Mapping | None, name: str) -> str | None:
 
 
 class ParseReadings(beam.DoFn):
-    """KafkaRecord -> LakeRecord (raw or rejected row), plus typed Readings on tag ``readings``.
+    """KafkaRecord -> LakeRecord (raw or rejected row), plus an Observation per reading on tag
+    ``readings`` (for the 1-minute windows).
 
-    The registry comes from the constructor or, to follow registry updates without a restart, as a
-    side input (``beam.ParDo(ParseReadings(), registry=AsSingleton(...))``), which wins when given.
-    Element timestamps are left alone: they are the Kafka CreateTime, i.e. event time already.
+    ``registry`` is a mapping, or a callable returning the current one (a ``RegistrySource``
+    follows registry updates without a restart). Element timestamps are left alone: they are the
+    Kafka CreateTime, i.e. event time already.
     """
 
     READINGS_TAG = "readings"
 
-    def __init__(self, registry: Mapping[str, Sensor] | None = None, *,
+    def __init__(self, registry: Mapping[str, Sensor] | Callable[[], Mapping[str, Sensor]] | None = None, *,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                  max_future_ms: int = DEFAULT_MAX_FUTURE_MS, clock=time.time):
-        self._registry = dict(registry or {})
+        if callable(registry):
+            self._registry = registry
+        else:
+            fixed = dict(registry or {})
+            self._registry = lambda: fixed
         self._max_payload_bytes = max_payload_bytes
         self._max_future_ms = max_future_ms
         self._clock = clock
@@ -269,11 +284,11 @@ class ParseReadings(beam.DoFn):
         self._unregistered = Metrics.counter("parsing", "unregistered")
         self._by_reason = {c: Metrics.counter("parsing", f"rejected_{c}") for c in REASON_CODES}
 
-    def process(self, record, registry: Mapping[str, Sensor] | None = None) -> Iterable:
+    def process(self, record) -> Iterable:
         now_ms = int(self._clock() * 1000)
         ingest_time = ms_to_datetime(now_ms)
         payload = record.value if record.value is not None else b""
-        result = parse_reading(payload, registry=self._registry if registry is None else registry,
+        result = parse_reading(payload, registry=self._registry(),
                                now_ms=now_ms, max_payload_bytes=self._max_payload_bytes,
                                max_future_ms=self._max_future_ms)
         topic = _header_text(record.headers, "mqtt_topic")
@@ -293,7 +308,9 @@ class ParseReadings(beam.DoFn):
             }
             part = f"date={et.year:04d}-{et.month:02d}-{et.day:02d}/hour={et.hour:02d}"
             yield LakeRecord(record.partition, record.offset, RAW_READINGS_DATASET, part, row)
-            yield beam.pvalue.TaggedOutput(self.READINGS_TAG, result)
+            yield beam.pvalue.TaggedOutput(self.READINGS_TAG, Observation(
+                result.sensor_id, result.event_time_ms, result.value, result.seq,
+                _arrival_ms(record, now_ms), result.unit))
         else:
             self._rejected.inc()
             self._by_reason[result.reason_code].inc()

@@ -7,6 +7,9 @@ Here a file's name and content are a pure function of Kafka coordinates: records
 chunk's files with every row seen so far. A replay therefore rewrites the same files with the same
 rows, never adds a second copy. A chunk's state is released once every offset of it has been seen,
 so memory is bounded by chunk_size rows per open chunk.
+
+The 1-minute datasets are keyed by window instead: one file per minute (and shard), rewritten with
+the newest version of each sensor's row, so readers see one current row per sensor-minute.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import io
 import os
 import time
 import uuid
+import zlib
 from collections import defaultdict
 from typing import Iterable, NamedTuple
 
@@ -62,20 +66,30 @@ def write_parquet_atomically(path: str, table: pa.Table) -> None:
         fh.write(data)
 
 
-class _ChunkWriter(beam.DoFn):
+def read_parquet_rows(path: str) -> list[dict]:
+    """Rows of an existing lake file, or [] when there is none (yet)."""
+    if not FileSystems.exists(path):
+        return []
+    with FileSystems.open(path) as fh:
+        return pq.read_table(pa.BufferReader(fh.read())).to_pylist()
+
+
+class _BufferedWriter(beam.DoFn):
+    """Buffers a key's rows and writes them on a processing-time timer armed by the first
+    unflushed row, so a file is rewritten at most every ``flush_seconds`` however fast rows come,
+    and an idle key costs nothing. Subclasses say what a flush writes."""
+
     ROWS = BagStateSpec("rows", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     WRITTEN = ReadModifyWriteStateSpec("written", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
 
-    def __init__(self, lake: str, schemas: dict[str, pa.Schema], chunk_size: int, flush_seconds: float):
+    def __init__(self, lake: str, schemas: dict[str, pa.Schema], flush_seconds: float):
         self._lake = lake.rstrip("/")
         self._schemas = schemas
-        self._chunk_size = chunk_size
         self._flush_seconds = flush_seconds
         self._rows_written = Metrics.counter("sinks", "rows_written")
         self._files_written = Metrics.counter("sinks", "files_written")
-        self._chunks_sealed = Metrics.counter("sinks", "chunks_sealed")
 
     def process(self, element, rows=beam.DoFn.StateParam(ROWS), armed=beam.DoFn.StateParam(ARMED),
                 flush=beam.DoFn.TimerParam(FLUSH)):
@@ -88,29 +102,51 @@ class _ChunkWriter(beam.DoFn):
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, rows=beam.DoFn.StateParam(ROWS),
                  armed=beam.DoFn.StateParam(ARMED), written=beam.DoFn.StateParam(WRITTEN)):
+        armed.clear()  # the next row of this key arms the timer again
+        self.flush(key, rows, written)
+
+    def flush(self, key, rows, written) -> None:
+        raise NotImplementedError
+
+    def _write(self, path: str, dataset: str, group: list[dict]) -> None:
+        write_parquet_atomically(path, pa.Table.from_pylist(group, schema=self._schemas[dataset]))
+        self._rows_written.inc(len(group))
+        self._files_written.inc()
+
+
+class _ChunkWriter(_BufferedWriter):
+    def __init__(self, lake: str, schemas: dict[str, pa.Schema], chunk_size: int, flush_seconds: float):
+        super().__init__(lake, schemas, flush_seconds)
+        self._chunk_size = chunk_size
+        self._chunks_sealed = Metrics.counter("sinks", "chunks_sealed")
+
+    def flush(self, key, rows, written) -> None:
         kafka_partition, chunk = key
         by_offset = {r.kafka_offset: r for r in rows.read()}  # a replayed record replaces itself
         n = len(by_offset)
-        if n != (written.read() or 0):
-            self._write(kafka_partition, chunk, by_offset.values())
+        before = written.read()
+        if n != (before or 0):
+            # No state about this chunk (a job started again without its checkpoint): the chunk's
+            # files may already hold rows of offsets this run will never see again, so keep them.
+            self._write_chunk(kafka_partition, chunk, by_offset.values(), merge=before is None)
             written.write(n)
-        armed.clear()  # the next record of this chunk arms the timer again; idle chunks cost nothing
         if n >= self._chunk_size:
             rows.clear()
             written.clear()
             self._chunks_sealed.inc()
 
-    def _write(self, kafka_partition: int, chunk: int, records: Iterable[LakeRecord]) -> None:
+    def _write_chunk(self, kafka_partition: int, chunk: int, records: Iterable[LakeRecord], merge: bool) -> None:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for r in sorted(records, key=lambda r: r.kafka_offset):
             if r.dataset is not None:
                 groups[(r.dataset, r.partition_path)].append(r.row)
         for (dataset, part), group in groups.items():
             path = f"{self._lake}/{dataset}/{part}/part-p{kafka_partition:03d}-c{chunk:09d}.parquet"
-            table = pa.Table.from_pylist(group, schema=self._schemas[dataset])
-            write_parquet_atomically(path, table)
-            self._rows_written.inc(len(group))
-            self._files_written.inc()
+            if merge:
+                mine = {row["kafka_offset"] for row in group}
+                kept = [row for row in read_parquet_rows(path) if row["kafka_offset"] not in mine]
+                group = sorted(kept + group, key=lambda row: row["kafka_offset"])
+            self._write(path, dataset, group)
 
 
 class WriteLakeChunks(beam.PTransform):
@@ -133,3 +169,56 @@ class WriteLakeChunks(beam.PTransform):
                 _ChunkWriter(self._lake, self._schemas, size, self._flush_seconds))
         )
 
+
+
+def window_file(lake: str, dataset: str, window_start_ms: int, shard: int) -> str:
+    """<lake>/<dataset>/date=YYYY-MM-DD/part-HHMM-sSS.parquet: one file per minute and shard."""
+    t = time.gmtime(window_start_ms // 1000)
+    return (f"{lake.rstrip('/')}/{dataset}/date={t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}/"
+            f"part-{t.tm_hour:02d}{t.tm_min:02d}-s{shard:02d}.parquet")
+
+
+class _WindowFileWriter(_BufferedWriter):
+    """Rewrites a minute's file with the newest version of each sensor's row.
+
+    The file is merged with what is on disk, not just with state: its rows may come from before a
+    restart, and a late update must not erase the other sensors of that minute.
+    """
+
+    def flush(self, key, rows, written) -> None:
+        dataset, start, shard = key
+        newest: dict[str, dict] = {}
+        for r in rows.read():
+            old = newest.get(r.sensor_id)
+            if old is None or r.row["version"] >= old["version"]:
+                newest[r.sensor_id] = r.row
+        rows.clear()
+        if not newest:
+            return
+        path = window_file(self._lake, dataset, start, shard)
+        merged = {row["sensor_id"]: row for row in read_parquet_rows(path)}
+        for sensor_id, row in newest.items():
+            old = merged.get(sensor_id)
+            if old is None or row["version"] >= old["version"]:
+                merged[sensor_id] = row
+        self._write(path, dataset, [merged[k] for k in sorted(merged)])
+
+
+class WriteWindowFiles(beam.PTransform):
+    """Writes WindowRows to window_file(...); shard = crc32(sensor_id) % shards."""
+
+    def __init__(self, lake: str, schemas: dict[str, pa.Schema], shards: int = 1, flush_seconds: float = 10.0):
+        super().__init__()
+        self._lake = lake
+        self._schemas = schemas
+        self._shards = shards
+        self._flush_seconds = flush_seconds
+
+    def expand(self, rows):
+        shards = self._shards
+        return (
+            rows
+            | "KeyByMinuteFile" >> beam.Map(
+                lambda r: ((r.dataset, r.window_start_ms, zlib.crc32(r.sensor_id.encode()) % shards), r))
+            | "FlushMinuteFiles" >> beam.ParDo(_WindowFileWriter(self._lake, self._schemas, self._flush_seconds))
+        )

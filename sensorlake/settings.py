@@ -86,6 +86,22 @@ class Settings:
     parallelism: int = _opt(1, "Pipeline parallelism.")
     checkpoint_interval_ms: int = _opt(10_000, "Flink checkpoint interval.")
 
+    # Event time, 1-minute windows and quality (DESIGN.md, "Quality metrics")
+    out_of_orderness_ms: int = _opt(10_000, "A sensor's watermark trails its newest event time by this.")
+    allowed_lateness_ms: int = _opt(300_000, "Late readings update their window for this long after it closed.")
+    idle_timeout_ms: int = _opt(
+        30_000, "A sensor silent for this long (arrival time) has its watermark moved on, so its "
+        "empty minutes get `missing` rows.")
+    heartbeat_interval_ms: int = _opt(5_000, "How often (arrival time) every known sensor is told the time.")
+    max_missing_windows: int = _opt(
+        60, "At most this many `missing` rows per watermark jump (a long gap is counted, not listed).")
+    window_shards: int = _opt(1, "Files per dataset per minute in curated/ and quality/.")
+    registry_refresh_s: int = _opt(60, "How often the running job re-reads the registry file.")
+    quality_ok_completeness: float = _opt(0.95, "Status ok needs completeness >= this ...")
+    quality_ok_validity: float = _opt(0.99, "... and range validity >= this.")
+    quality_bad_completeness: float = _opt(0.5, "Status bad when completeness < this ...")
+    quality_bad_validity: float = _opt(0.9, "... or range validity < this.")
+
     @property
     def kafka_bootstrap_port(self) -> int:
         return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])

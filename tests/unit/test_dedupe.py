@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.dedupe import DedupeReadings, add_seq, prune_seqs
-from pipelines.main import store_registry_version
+from pipelines.registry_source import store_registry_version
 from pipelines.sinks import LakeRecord
 
 T0 = dt.datetime(2026, 11, 28, 17, 0, tzinfo=dt.timezone.utc)

@@ -16,6 +16,7 @@ from pipelines.kafka_io import KafkaRecord
 from pipelines.parsing import (REASON_CODES, ParseReadings, Reading, Rejection, ms_to_datetime,
                                parse_reading)
 from pipelines.schemas import RAW_READINGS, REJECTED_READINGS, SCHEMAS
+from pipelines.windows import Observation
 from sensorlake.registry import parse_registry
 
 REGISTRY = parse_registry(json.dumps({
@@ -163,7 +164,8 @@ def test_schemas_describe_every_field():
     for schema in SCHEMAS.values():
         for field in schema:
             assert field.metadata and field.metadata[b"description"], field.name
-        assert schema.field("kafka_timestamp").type == pa.timestamp("ms", tz="UTC")
+            if pa.types.is_timestamp(field.type):
+                assert field.type == pa.timestamp("ms", tz="UTC"), field.name
 
 
 def test_fuzz_never_raises():
@@ -220,9 +222,10 @@ def test_dofn_routes_records_and_tags_readings():
                 (1, 5, "raw/readings", "date=2026-11-28/hour=16", None, "sensors/ghost"),
                 (1, 6, "rejected/readings", "date=2026-11-28", "empty_payload", None),
             ]), label="lake")
+        # Observations carry the arrival time: the receive_ms header, else the record's timestamp.
         assert_that(out.readings, equal_to([
-            R(ms=T0 + 59 * 60_000, value=20.5, seq=1),
-            R("ghost", ms=T0 - 3_600_000, value=1.0, unit="", type_="", registered=False),
+            Observation("1", T0 + 59 * 60_000, 20.5, 1, T0, "C"),
+            Observation("ghost", T0 - 3_600_000, 1.0, None, T0 + 1000, ""),
         ]), label="readings")
 
 
@@ -241,15 +244,22 @@ def test_dofn_rows_fit_the_schemas():
     assert rej[1]["payload"] == b"" and rej[0]["kafka_timestamp"] == ms_to_datetime(T0)
 
 
-def test_dofn_takes_registry_as_side_input():
-    with BeamPipeline() as p:
-        reg = p | "reg" >> beam.Create([{"ghost": REGISTRY["7"]}])
-        out = (p | beam.Create(RECORDS[2:3])
-               | beam.ParDo(ParseReadings(clock=lambda: NOW / 1000),
-                            registry=beam.pvalue.AsSingleton(reg))
-               .with_outputs(ParseReadings.READINGS_TAG, main="lake"))
-        assert_that(out.readings | beam.Map(lambda r: (r.registered, r.unit)),
-                    equal_to([(True, "%")]))
+def test_dofn_asks_a_registry_callable_per_record():
+    """A RegistrySource is a callable: a sensor registered meanwhile is registered from then on."""
+    current = {}
+    dofn = ParseReadings(lambda: current, clock=lambda: NOW / 1000)
+    first = list(dofn.process(RECORDS[2]))[0]
+    current["ghost"] = REGISTRY["7"]
+    second = list(dofn.process(RECORDS[2]))[0]
+    assert (first.row["registered"], second.row["registered"]) == (False, True)
+    assert (first.row["unit"], second.row["unit"]) == ("", "%")
+
+
+def test_arrival_time_comes_from_the_bridge_header():
+    rec = KafkaRecord(0, 1, T0, b"1", GOOD, {"receive_ms": b"%d" % (T0 + 250)})
+    obs = [o.value for o in ParseReadings(REGISTRY, clock=lambda: NOW / 1000).process(rec)
+           if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert obs == [Observation("1", T0 + 59 * 60_000, 20.5, 1, T0 + 250, "C")]
 
 
 def test_dofn_counters():

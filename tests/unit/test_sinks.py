@@ -9,14 +9,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines.sinks import LakeRecord, WriteLakeChunks, write_parquet_atomically
+from pipelines.parsing import ms_to_datetime
 
-SCHEMA = pa.schema([("sensor_id", pa.string()), ("seq", pa.int64())])
+from pipelines.schemas import READINGS_1MIN, READINGS_1MIN_DATASET
+from pipelines.sinks import (LakeRecord, WriteLakeChunks, WriteWindowFiles, window_file,
+                             write_parquet_atomically)
+from pipelines.windows import WindowRow
+
+SCHEMA = pa.schema([("sensor_id", pa.string()), ("seq", pa.int64()), ("kafka_offset", pa.int64())])
 
 
 def _records(offsets, partition=0, dataset="raw"):
     return [LakeRecord(partition, o, dataset, f"date=2026-11-28/hour={o % 2:02d}",
-                       {"sensor_id": "1", "seq": o}) for o in offsets]
+                       {"sensor_id": "1", "seq": o, "kafka_offset": o}) for o in offsets]
 
 
 def _run(records, lake, chunk_size=4):
@@ -51,6 +56,16 @@ def test_replayed_records_overwrite_instead_of_duplicating(tmp_path):
     assert sorted(r["seq"] for r in rows) == list(range(10))
 
 
+def test_a_run_without_state_keeps_the_rows_already_in_a_chunk(tmp_path):
+    """A job started again without its checkpoint resumes at the committed offset, in the middle of
+    a chunk: rewriting the chunk's file must not drop the rows written before the restart."""
+    _run(_records(range(3)), tmp_path, chunk_size=8)  # offsets 0..2 written, chunk not sealed
+    _run(_records(range(3, 8)), tmp_path, chunk_size=8)  # the second run only sees 3..7
+    files, rows = _read(tmp_path)
+    assert sorted(r["seq"] for r in rows) == list(range(8))
+    assert len(files) == 2  # hour=00 and hour=01 of chunk 0, nothing else
+
+
 def test_records_without_dataset_are_counted_but_not_written(tmp_path):
     recs = _records(range(4))
     recs[1] = recs[1]._replace(dataset=None, row=None)
@@ -67,3 +82,50 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     write_parquet_atomically(str(path), pa.table({"x": [3]}))
     assert pq.read_table(path).column("x").to_pylist() == [3]
     assert [p.name for p in path.parent.iterdir()] == ["b.parquet"]
+
+
+# --- 1-minute files ----------------------------------------------------------------------------
+
+MINUTE = 1_795_885_200_000  # 2026-11-28T17:00:00Z
+
+
+def _minute_row(sensor_id, version, mean, start=MINUTE):
+    row = {"sensor_id": sensor_id, "window_start": ms_to_datetime(start),
+           "window_end": ms_to_datetime(start + 60_000), "count": 1, "mean": mean, "min": mean,
+           "max": mean, "stddev": None, "first_event_time": ms_to_datetime(start),
+           "last_event_time": ms_to_datetime(start), "unit": "C", "version": version,
+           "emitted_at": ms_to_datetime(start + 70_000 + version)}
+    return WindowRow(READINGS_1MIN_DATASET, start, sensor_id, row)
+
+
+def _run_minutes(rows, lake, shards=1):
+    with TestPipeline() as p:
+        (p | beam.Create(rows)
+         | WriteWindowFiles(str(lake), {READINGS_1MIN_DATASET: READINGS_1MIN}, shards, flush_seconds=0))
+
+
+def test_minute_files_hold_the_newest_version_per_sensor(tmp_path):
+    _run_minutes([_minute_row("1", 0, 20.0), _minute_row("2", 0, 30.0), _minute_row("1", 1, 21.0),
+                  _minute_row("1", 0, 20.0, start=MINUTE + 60_000)], tmp_path)
+    path = window_file(str(tmp_path), READINGS_1MIN_DATASET, MINUTE, 0)
+    assert path.endswith("curated/readings_1min/date=2026-11-28/part-1700-s00.parquet")
+    rows = pq.read_table(path).to_pylist()
+    assert [(r["sensor_id"], r["version"], r["mean"]) for r in rows] == [("1", 1, 21.0), ("2", 0, 30.0)]
+    files, _ = _read(tmp_path)
+    assert [f.rsplit("/", 1)[1] for f in files] == ["part-1700-s00.parquet", "part-1701-s00.parquet"]
+
+
+def test_a_late_update_merges_with_the_file_and_never_goes_back(tmp_path):
+    _run_minutes([_minute_row("1", 0, 20.0), _minute_row("2", 0, 30.0)], tmp_path)
+    # a later run (another bundle, or after a restart) updates sensor 1 only, and replays an old version of 2
+    _run_minutes([_minute_row("1", 1, 21.0), _minute_row("3", 0, 5.0)], tmp_path)
+    _run_minutes([_minute_row("1", 0, 20.0)], tmp_path)
+    rows = pq.read_table(window_file(str(tmp_path), READINGS_1MIN_DATASET, MINUTE, 0)).to_pylist()
+    assert [(r["sensor_id"], r["version"], r["mean"]) for r in rows] == [
+        ("1", 1, 21.0), ("2", 0, 30.0), ("3", 0, 5.0)]
+
+
+def test_minute_files_are_sharded_by_sensor(tmp_path):
+    _run_minutes([_minute_row(str(i), 0, float(i)) for i in range(20)], tmp_path, shards=3)
+    files, rows = _read(tmp_path)
+    assert len(files) == 3 and sorted(int(r["sensor_id"]) for r in rows) == list(range(20))

@@ -1,0 +1,335 @@
+"""1-minute event-time windows per sensor, with a per-sensor watermark, and their quality.
+
+Why not Beam's FixedWindows: the watermark that KafkaIO gives a Python pipeline cannot be trusted
+for this. Its CreateTime policy is built with a maximum delay of 0 from Python (every reading a
+millisecond out of order is late), and an idle partition moves the watermark to the wall clock
+(a backfill of last week becomes too late to count). So each sensor keeps its own clock in keyed
+state, which is also what a per-sensor quality metric means:
+
+* watermark(sensor) = newest event time seen - ``out_of_orderness_ms`` (DESIGN default 10 s);
+* a window [s, s+60 s) *closes* when the watermark passes s+60 s: its curated and quality rows
+  are emitted (version 0), and a registered sensor with no readings in it gets a ``missing`` row;
+* readings for a closed window arrive *late*: within ``allowed_lateness_ms`` they update the
+  window (``late`` += 1, row re-emitted with version + 1); beyond it they are counted in
+  ``windows/dropped_beyond_lateness`` (they are in raw/ regardless);
+* a sensor that sends nothing has no event time to advance its clock. ``AddHeartbeats`` tells
+  every known sensor the *arrival* clock (the bridge's receive time of the newest record); a sensor
+  that has not sent anything for ``idle_timeout_ms`` of arrival time is moved to
+  ``arrival - out_of_orderness``. Arrival time, not wall-clock time, so that catching up a
+  backlog after a restart does not make the backlog late.
+
+Backfill: a sensor's readings stamped two days ago advance only that sensor's clock, so they land
+in the windows of two days ago. A jump of the clock over a long empty gap lists at most
+``max_missing_windows`` ``missing`` rows (the most recent ones) and counts the rest.
+
+Duplicates (same seq, or same event time without seq) are counted per window, never averaged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Mapping, NamedTuple
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from pipelines.quality import Thresholds, completeness, range_validity
+from pipelines.schemas import READINGS_1MIN_DATASET, SENSOR_QUALITY_DATASET
+from sensorlake.registry import Sensor
+
+WINDOW_MS = 60_000
+UTC = timezone.utc
+
+
+class Observation(NamedTuple):
+    """A parsed reading, as the windows need it; arrival_ms is the bridge's receive time."""
+
+    sensor_id: str
+    event_time_ms: int
+    value: float
+    seq: int | None
+    arrival_ms: int
+    unit: str
+
+
+class Heartbeat(NamedTuple):
+    """"The newest record the pipeline has seen arrived at arrival_ms": moves idle sensors on."""
+
+    arrival_ms: int
+
+
+class WindowRow(NamedTuple):
+    dataset: str
+    window_start_ms: int
+    sensor_id: str
+    row: dict
+
+
+class WindowSettings(NamedTuple):
+    out_of_orderness_ms: int = 10_000
+    allowed_lateness_ms: int = 300_000
+    idle_timeout_ms: int = 30_000
+    max_missing_windows: int = 60
+
+    @classmethod
+    def from_settings(cls, s) -> "WindowSettings":
+        return cls(s.out_of_orderness_ms, s.allowed_lateness_ms, s.idle_timeout_ms, s.max_missing_windows)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def window_start(ms: int) -> int:
+    return ms - ms % WINDOW_MS
+
+
+def _new_acc(unit: str) -> dict:
+    # A plain dict (not a class) so that savepoints survive code changes.
+    return {"keys": set(), "received": 0, "n": 0, "mean": 0.0, "m2": 0.0, "min": None, "max": None,
+            "first": None, "last": None, "out": 0, "late": 0, "dup": 0, "version": -1, "unit": unit}
+
+
+def _add(acc: dict, obs: Observation, sensor: Sensor | None) -> bool:
+    """Adds a reading to a window's tallies; False if it is a duplicate."""
+    key = obs.seq if obs.seq is not None else ("t", obs.event_time_ms)
+    if key in acc["keys"]:
+        acc["dup"] += 1
+        return False
+    acc["keys"].add(key)
+    acc["received"] += 1
+    if not acc["unit"]:
+        acc["unit"] = obs.unit
+    if sensor is not None and not sensor.in_range(obs.value):
+        acc["out"] += 1
+        return True
+    # Welford: stable mean and variance in one pass.
+    acc["n"] += 1
+    delta = obs.value - acc["mean"]
+    acc["mean"] += delta / acc["n"]
+    acc["m2"] += delta * (obs.value - acc["mean"])
+    acc["min"] = obs.value if acc["min"] is None else min(acc["min"], obs.value)
+    acc["max"] = obs.value if acc["max"] is None else max(acc["max"], obs.value)
+    t = obs.event_time_ms
+    acc["first"] = t if acc["first"] is None else min(acc["first"], t)
+    acc["last"] = t if acc["last"] is None else max(acc["last"], t)
+    return True
+
+
+def window_rows(sensor_id: str, start: int, acc: dict, sensor: Sensor | None, thresholds: Thresholds,
+                emitted_ms: int) -> Iterable[WindowRow]:
+    """The curated row (only when there are in-range values) and the quality row of a window."""
+    common = {"sensor_id": sensor_id, "window_start": _dt(start), "window_end": _dt(start + WINDOW_MS)}
+    version = {"version": acc["version"], "emitted_at": _dt(emitted_ms)}
+    registered = sensor is not None
+    n = acc["n"]
+    if n > 0:
+        yield WindowRow(READINGS_1MIN_DATASET, start, sensor_id, {
+            **common, "count": n, "mean": acc["mean"], "min": acc["min"], "max": acc["max"],
+            "stddev": math.sqrt(acc["m2"] / (n - 1)) if n > 1 else None,
+            "first_event_time": _dt(acc["first"]), "last_event_time": _dt(acc["last"]),
+            "unit": sensor.unit if registered and sensor.unit else acc["unit"], **version})
+    received = acc["received"]
+    if not registered and received == 0:
+        return
+    expected = sensor.expected_per_minute if registered else None
+    comp = completeness(received, expected)
+    validity = range_validity(received - acc["out"], received, registered)
+    yield WindowRow(SENSOR_QUALITY_DATASET, start, sensor_id, {
+        **common, "expected": expected, "received": received, "completeness": comp,
+        "in_range": received - acc["out"], "out_of_range": acc["out"], "range_validity": validity,
+        "late": acc["late"], "duplicates": acc["dup"],
+        "status": thresholds.status(received, comp, validity, registered),
+        "thresholds_version": thresholds.version, **version})
+
+
+def _empty_minutes(first: int, end: int, opened: Mapping[int, dict], limit: int) -> tuple[list[int], int]:
+    """Window starts in [first, end) without readings: the newest ``limit`` ones, and how many
+    older ones are not listed (a clock jump over days must not emit thousands of rows)."""
+    floor = max(first, end - limit * WINDOW_MS)
+    listed = [s for s in range(floor, end, WINDOW_MS) if s not in opened]
+    older = (floor - first) // WINDOW_MS - sum(1 for s in opened if first <= s < floor)
+    return listed, older
+
+
+class SensorMinutes(beam.DoFn):
+    """(sensor_id, Observation | Heartbeat) -> WindowRows, with the sensor's clock in keyed state.
+
+    ``registry`` is a callable returning the current registry, so that a reloaded registry applies
+    to the next window without a restart; ``clock`` gives processing time (``emitted_at``).
+    """
+
+    SENSOR = ReadModifyWriteStateSpec("sensor", PickleCoder())
+
+    def __init__(self, registry: Callable[[], Mapping[str, Sensor]], thresholds: Thresholds,
+                 settings: WindowSettings = WindowSettings(), clock: Callable[[], float] | None = None):
+        self._registry = registry
+        self._thresholds = thresholds
+        self._s = settings
+        self._clock = clock
+        self._on_time = Metrics.counter("windows", "windows_closed")
+        self._missing = Metrics.counter("windows", "missing_windows")
+        self._suppressed = Metrics.counter("windows", "missing_windows_not_listed")
+        self._late = Metrics.counter("windows", "late_readings")
+        self._late_updates = Metrics.counter("windows", "late_updates")
+        self._dropped = Metrics.counter("windows", "dropped_beyond_lateness")
+        self._duplicates = Metrics.counter("windows", "duplicates")
+
+    def _now_ms(self) -> int:
+        return int((self._clock or time.time)() * 1000)
+
+    def process(self, element, state=beam.DoFn.StateParam(SENSOR)):
+        sensor_id, event = element
+        sensor = self._registry().get(sensor_id)
+        st = state.read()
+        out: list[WindowRow] = []
+        if isinstance(event, Heartbeat):
+            st = self._heartbeat(sensor_id, st, event, sensor, out)
+        else:
+            if st is None:
+                st = self._start(event.event_time_ms - self._s.out_of_orderness_ms, event.arrival_ms)
+                st["next"] = window_start(event.event_time_ms)
+            self._observe(sensor_id, st, event, sensor, out)
+        if st is not None:
+            state.write(st)
+        yield from out
+
+    def _heartbeat(self, sensor_id: str, st: dict | None, beat: Heartbeat, sensor: Sensor | None,
+                   out: list[WindowRow]) -> dict | None:
+        if st is None:
+            if sensor is None:
+                return None  # an unknown sensor we have no readings of: nothing to report
+            # Report from the minute the stream was first seen flowing, not before it.
+            st = self._start(beat.arrival_ms - self._s.out_of_orderness_ms, None)
+            st["next"] = window_start(beat.arrival_ms)
+        elif st["last_arrival"] is not None and beat.arrival_ms - st["last_arrival"] < self._s.idle_timeout_ms:
+            return st  # not idle: its own readings move its clock
+        self._advance(sensor_id, st, beat.arrival_ms - self._s.out_of_orderness_ms, sensor, out)
+        return st
+
+    @staticmethod
+    def _start(wm: int, arrival: int | None) -> dict:
+        return {"wm": wm, "max_event": None, "last_arrival": arrival, "next": window_start(wm), "open": {}}
+
+    def _observe(self, sensor_id: str, st: dict, obs: Observation, sensor: Sensor | None,
+                 out: list[WindowRow]) -> None:
+        if st["last_arrival"] is None or obs.arrival_ms > st["last_arrival"]:
+            st["last_arrival"] = obs.arrival_ms
+        start = window_start(obs.event_time_ms)
+        if st["max_event"] is None and start < st["next"]:
+            # The clock so far came from heartbeats only: the sensor's own first reading (a
+            # backfill, say) sets it instead. Minutes already reported missing stay reported.
+            st.update(wm=obs.event_time_ms - self._s.out_of_orderness_ms, next=start, open={})
+        acc = st["open"].get(start)
+        if start >= st["next"]:  # on time: the window is still open
+            if acc is None:
+                acc = st["open"][start] = _new_acc(obs.unit)
+            if not _add(acc, obs, sensor):
+                self._duplicates.inc()
+        elif start + WINDOW_MS + self._s.allowed_lateness_ms > st["wm"]:  # late, within lateness
+            if acc is None:  # a window closed without a row (unregistered, or not listed)
+                acc = st["open"][start] = _new_acc(obs.unit)
+            if _add(acc, obs, sensor):
+                acc["late"] += 1
+                self._late.inc()
+            else:
+                self._duplicates.inc()
+            acc["version"] += 1
+            self._late_updates.inc()
+            out.extend(window_rows(sensor_id, start, acc, sensor, self._thresholds, self._now_ms()))
+        else:
+            self._dropped.inc()
+        if st["max_event"] is None or obs.event_time_ms > st["max_event"]:
+            st["max_event"] = obs.event_time_ms
+            self._advance(sensor_id, st, obs.event_time_ms - self._s.out_of_orderness_ms, sensor, out)
+
+    def _advance(self, sensor_id: str, st: dict, wm: int, sensor: Sensor | None,
+                 out: list[WindowRow]) -> None:
+        """Moves the sensor's watermark to wm: closes the windows it passes, forgets old ones."""
+        if wm <= st["wm"] and window_start(wm) <= st["next"]:
+            return
+        wm = max(wm, st["wm"])
+        st["wm"] = wm
+        first_open = window_start(wm)  # windows before it have ended (end <= wm)
+        now = self._now_ms()
+        opened = st["open"]
+        closing = [s for s in opened if st["next"] <= s < first_open]
+        if sensor is not None:  # empty minutes of a registered sensor are `missing`
+            empty, not_listed = _empty_minutes(st["next"], first_open, opened, self._s.max_missing_windows)
+            for s in empty:
+                opened[s] = _new_acc(sensor.unit)
+            closing += empty
+            self._missing.inc(len(empty))
+            self._suppressed.inc(not_listed)
+        closing.sort()
+        for s in closing:
+            acc = opened[s]
+            acc["version"] += 1
+            self._on_time.inc()
+            out.extend(window_rows(sensor_id, s, acc, sensor, self._thresholds, now))
+        st["next"] = max(st["next"], first_open)
+        for s in [s for s in opened if s + WINDOW_MS + self._s.allowed_lateness_ms <= wm]:
+            del opened[s]  # beyond lateness: nothing can change it any more
+
+
+class AddHeartbeats(beam.DoFn):
+    """Observation -> (sensor_id, Observation), plus (sensor_id, Heartbeat) for every known sensor
+    every ``interval_ms`` of arrival time.
+
+    Known = registered, or seen within ``horizon_ms`` (long enough for an unregistered sensor's
+    last windows to close). The clock and the recent set are per DoFn instance: a heartbeat is a
+    hint that can only move an idle sensor on, so repeats from parallel instances are harmless.
+    """
+
+    def __init__(self, registry: Callable[[], Mapping[str, Sensor]], interval_ms: int, horizon_ms: int):
+        self._registry = registry
+        self._interval_ms = interval_ms
+        self._horizon_ms = horizon_ms
+        self._heartbeats = Metrics.counter("windows", "heartbeats")
+
+    def setup(self):
+        self._clock = 0
+        self._last_beat = 0
+        self._recent: dict[str, int] = {}
+
+    def process(self, obs: Observation):
+        yield obs.sensor_id, obs
+        self._recent[obs.sensor_id] = obs.arrival_ms
+        if obs.arrival_ms <= self._clock:
+            return
+        self._clock = obs.arrival_ms
+        if self._clock - self._last_beat < self._interval_ms:
+            return
+        self._last_beat = self._clock
+        floor = self._clock - self._horizon_ms
+        self._recent = {k: v for k, v in self._recent.items() if v >= floor}
+        beat = Heartbeat(self._clock)
+        sensors = set(self._registry()) | set(self._recent)
+        self._heartbeats.inc(len(sensors))
+        for sensor_id in sorted(sensors):
+            yield sensor_id, beat
+
+
+class ResampleAndScore(beam.PTransform):
+    """Observations -> WindowRows of curated/readings_1min and quality/sensor_quality_1min."""
+
+    def __init__(self, registry: Callable[[], Mapping[str, Sensor]], thresholds: Thresholds,
+                 settings: WindowSettings, heartbeat_interval_ms: int, clock=None):
+        super().__init__()
+        self._registry = registry
+        self._thresholds = thresholds
+        self._s = settings
+        self._interval = heartbeat_interval_ms
+        self._clock = clock
+
+    def expand(self, observations):
+        horizon = self._s.idle_timeout_ms + self._s.out_of_orderness_ms + self._s.allowed_lateness_ms \
+            + 2 * WINDOW_MS
+        return (observations
+                | "AddHeartbeats" >> beam.ParDo(AddHeartbeats(self._registry, self._interval, horizon))
+                | "SensorMinutes" >> beam.ParDo(
+                    SensorMinutes(self._registry, self._thresholds, self._s, self._clock)))

@@ -1,0 +1,293 @@
+"""1-minute windows and quality rows, driven with TestStream: exact rows for each DESIGN.md rule.
+
+Each test feeds batches of readings in arrival order (one TestStream event per batch) through
+ResampleAndScore and checks every row it emits. Times: T = 2026-11-28T10:00:00Z; a reading of
+second s is stamped T + s seconds and, unless a test says otherwise, arrives 0.5 s later.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from unittest import mock
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import TimestampedValue
+
+from pipelines.quality import Thresholds
+from pipelines.schemas import READINGS_1MIN, READINGS_1MIN_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET
+from pipelines.windows import AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings
+from sensorlake.registry import parse_registry
+
+UTC = timezone.utc
+T = 1_795_860_000_000  # 2026-11-28T10:00:00Z
+NOW = (T + 3_600_000) / 1000
+DAY = 86_400_000
+THRESHOLDS = Thresholds()
+REGISTRY = parse_registry(json.dumps({
+    sid: {"unit": "C", "type": "temperature", "range": [0, 45], "description": f"sensor {sid}"}
+    for sid in ("1", "2", "3")} | {
+    "slow": {"unit": "%", "type": "humidity", "range": [0, 100], "interval_ms": 5000}}))
+
+_CAPTURED: list = []  # the DirectRunner runs in this process
+
+
+def _capture(row):
+    _CAPTURED.append(row)  # by module reference: a pickled bound method would append to a copy
+
+
+def obs(sid="1", sec=0.0, value=20.0, seq=None, arrival=None, base=T):
+    t = base + int(sec * 1000)
+    return Observation(sid, t, float(value), seq, T + int(sec * 1000) + 500 if arrival is None else arrival, "C")
+
+
+def minute(sid="1", secs=range(60), value=lambda i: 20.0 + i % 7, base=T, seq_from=0):
+    return [obs(sid, s, value(i), seq_from + s, base=base) for i, s in enumerate(secs)]
+
+
+def dt(ms):
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def run(batches, registry=REGISTRY, settings=WindowSettings(), thresholds=THRESHOLDS):
+    """Runs the batches through ResampleAndScore; returns (rows by dataset, counters)."""
+    _CAPTURED.clear()
+    stream = TestStream()
+    for i, batch in enumerate(batches):  # each batch is a bundle of its own, in this order
+        stream = stream.add_elements([TimestampedValue(o, o.event_time_ms / 1000) for o in batch])
+        stream = stream.advance_watermark_to(T / 1000 + i)
+    stream = stream.advance_watermark_to_infinity()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = TestPipeline(options=options)
+    (p | stream
+     | ResampleAndScore(lambda: registry, thresholds, settings, heartbeat_interval_ms=5_000, clock=lambda: NOW)
+     | beam.Map(_capture))
+    p.run().wait_until_finish()
+    counters, direct = _counters(batches, registry, settings, thresholds)
+    # The DirectRunner drops the metrics of all but the first TestStream bundle, so counters come
+    # from the same DoFns driven by hand; their rows must be exactly the pipeline's rows.
+    assert sorted(map(_key, direct)) == sorted(map(_key, _CAPTURED))
+    rows = {READINGS_1MIN_DATASET: [], SENSOR_QUALITY_DATASET: []}
+    for r in _CAPTURED:
+        rows[r.dataset].append(r.row)
+    for dataset, schema in ((READINGS_1MIN_DATASET, READINGS_1MIN), (SENSOR_QUALITY_DATASET, SENSOR_QUALITY)):
+        for row in rows[dataset]:  # every row fits its Parquet schema
+            assert set(row) == set(schema.names), row
+    return rows, counters
+
+
+class _State:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+
+def _key(r):
+    return (r.dataset, r.sensor_id, r.window_start_ms, r.row["version"], repr(sorted(r.row.items())))
+
+
+class _Counter:
+    def __init__(self, counts, name):
+        self._counts, self._name = counts, name
+
+    def inc(self, n=1):
+        self._counts[self._name] = self._counts.get(self._name, 0) + n
+
+
+def _counters(batches, registry, settings, thresholds):
+    counts: dict[str, int] = {}
+    with mock.patch.object(Metrics, "counter", lambda namespace, name: _Counter(counts, name)):
+        heartbeats = AddHeartbeats(lambda: registry, 5_000, 10 * 60_000)
+        minutes = SensorMinutes(lambda: registry, thresholds, settings, clock=lambda: NOW)
+    heartbeats.setup()
+    states: dict[str, _State] = {}
+    out = []
+    for batch in batches:
+        for o in batch:
+            for sensor_id, event in heartbeats.process(o):
+                out.extend(minutes.process((sensor_id, event), states.setdefault(sensor_id, _State())))
+    return counts, out
+
+
+def rows_of(rows, dataset, sid, start=T):
+    return sorted((r for r in rows[dataset] if r["sensor_id"] == sid and r["window_start"] == dt(start)),
+                  key=lambda r: r["version"])
+
+
+def quality(rows, sid="1", start=T):
+    return rows_of(rows, SENSOR_QUALITY_DATASET, sid, start)
+
+
+def curated(rows, sid="1", start=T):
+    return rows_of(rows, READINGS_1MIN_DATASET, sid, start)
+
+
+def strip(row):
+    return {k: v for k, v in row.items() if k != "emitted_at"}
+
+
+def q(received, *, expected=60.0, in_range=None, out=0, late=0, dup=0, status, version=0, sid="1", start=T):
+    in_range = received - out if in_range is None else in_range
+    return {"sensor_id": sid, "window_start": dt(start), "window_end": dt(start + 60_000),
+            "expected": expected, "received": received,
+            "completeness": None if expected is None else min(1.0, received / expected),
+            "in_range": in_range, "out_of_range": out,
+            "range_validity": None if expected is None or received == 0 else in_range / received,
+            "late": late, "duplicates": dup, "status": status,
+            "thresholds_version": THRESHOLDS.version, "version": version}
+
+
+def c(values, first_sec, last_sec, *, version=0, sid="1", start=T, unit="C"):
+    return {"sensor_id": sid, "window_start": dt(start), "window_end": dt(start + 60_000),
+            "count": len(values), "mean": pytest.approx(statistics.fmean(values)),
+            "min": min(values), "max": max(values),
+            "stddev": pytest.approx(statistics.stdev(values)) if len(values) > 1 else None,
+            "first_event_time": dt(start + first_sec * 1000), "last_event_time": dt(start + last_sec * 1000),
+            "unit": unit, "version": version}
+
+
+CLOSE = [obs("1", 70, 20.0, 1000)]  # event time 10:01:10: the watermark passes 10:01:00
+
+
+def test_a_perfect_minute():
+    data = minute()
+    rows, counters = run([data, CLOSE], registry={"1": REGISTRY["1"]})
+    assert [strip(r) for r in quality(rows)] == [q(60, status="ok")]
+    assert [strip(r) for r in curated(rows)] == [c([o.value for o in data], 0, 59)]
+    assert quality(rows)[0]["emitted_at"] == dt(NOW * 1000)
+    # the minute of the closing reading is still open: nothing emitted for it yet
+    assert rows_of(rows, SENSOR_QUALITY_DATASET, "1", T + 60_000) == []
+    assert counters["windows_closed"] == 1
+
+
+def test_duplicates_do_not_raise_completeness_or_move_the_mean():
+    data = minute()
+    resent = [data[i] for i in range(0, 60, 10)]  # QoS 1 redeliveries: same seq, same values
+    rows, counters = run([data[:30], resent, data[30:], CLOSE], registry={"1": REGISTRY["1"]})
+    assert [strip(r) for r in quality(rows)] == [q(60, dup=6, status="ok")]
+    assert [strip(r) for r in curated(rows)] == [c([o.value for o in data], 0, 59)]
+    assert counters["duplicates"] == 6
+
+
+def test_duplicates_without_seq_are_found_by_event_time():
+    data = [o._replace(seq=None) for o in minute()]
+    rows, _ = run([data, data[:3], CLOSE], registry={"1": REGISTRY["1"]})
+    assert [strip(r) for r in quality(rows)] == [q(60, dup=3, status="ok")]
+
+
+@pytest.mark.parametrize("received, status", [(57, "ok"), (56, "degraded"), (24, "bad")])
+def test_completeness_thresholds(received, status):
+    data = minute()[:received]
+    rows, _ = run([data, CLOSE], registry={"1": REGISTRY["1"]})
+    assert [strip(r) for r in quality(rows)] == [q(received, status=status)]
+    assert quality(rows)[0]["completeness"] == pytest.approx({57: 0.95, 56: 56 / 60, 24: 0.4}[received])
+
+
+def test_out_of_range_readings_are_scored_and_kept_out_of_the_mean():
+    data = minute(value=lambda i: 99.0 if i % 5 == 0 else 20.0 + i % 7)  # 12 of 60 outside 0..45
+    rows, _ = run([data, CLOSE], registry={"1": REGISTRY["1"]})
+    assert [strip(r) for r in quality(rows)] == [q(60, out=12, status="bad")]
+    assert quality(rows)[0]["range_validity"] == pytest.approx(0.8)
+    inside = [o for o in data if o.value != 99.0]
+    assert [strip(r) for r in curated(rows)] == [c([o.value for o in inside], 1, 59)]
+
+
+def test_a_silent_registered_sensor_gets_missing_rows():
+    talker = minute("1", range(0, 131))  # two minutes and ten seconds of sensor 1
+    rows, counters = run([talker[i:i + 10] for i in range(0, len(talker), 10)],
+                         registry={"1": REGISTRY["1"], "2": REGISTRY["2"]})
+    for start in (T, T + 60_000):
+        assert [strip(r) for r in quality(rows, "2", start)] == [q(0, status="missing", sid="2", start=start)]
+        assert curated(rows, "2", start) == []
+    assert [r["status"] for r in quality(rows, "1", T + 60_000)] == ["ok"]
+    assert counters["missing_windows"] == 2
+
+
+def test_expected_count_follows_the_registry_interval():
+    data = [obs("slow", s, 50.0, s // 5) for s in range(0, 60, 5)] + [obs("slow", 70, 50.0, 14)]
+    rows, _ = run([data], registry={"slow": REGISTRY["slow"]})
+    assert [strip(r) for r in quality(rows, "slow")] == [q(12, expected=12.0, status="ok", sid="slow")]
+
+
+def test_late_reading_within_lateness_updates_its_window():
+    data = minute()
+    gone = data[40:44]  # four readings held up somewhere; one of them turns up late
+    on_time = [o for o in data if o not in gone]
+    late = data[42]._replace(arrival_ms=T + 80_000)
+    rows, counters = run([on_time, CLOSE, [late]], registry={"1": REGISTRY["1"]})
+    assert [strip(r) for r in quality(rows)] == [
+        q(56, status="degraded"),
+        q(57, late=1, status="ok", version=1)]
+    assert [strip(r) for r in curated(rows)] == [
+        c([o.value for o in on_time], 0, 59),
+        c([o.value for o in on_time + [late]], 0, 59, version=1)]
+    assert counters["late_readings"] == 1
+
+
+def test_reading_beyond_lateness_is_dropped_from_the_window_and_counted():
+    data = minute()
+    gone = data[40:44]
+    later = minute("1", range(60, 430))  # the watermark passes 10:01:00 + 5 min lateness
+    rows, counters = run([[o for o in data if o not in gone], later, [data[42]]],
+                         registry={"1": REGISTRY["1"]})
+    assert [strip(r) for r in quality(rows)] == [q(56, status="degraded")]
+    assert counters["dropped_beyond_lateness"] == 1
+    assert counters.get("late_readings", 0) == 0
+
+
+def test_unregistered_sensor_rows():
+    data = minute("ghost")
+    rows, _ = run([data, [obs("ghost", 70, 20.0, 70)]], registry={})
+    assert [strip(r) for r in quality(rows, "ghost")] == [
+        q(60, expected=None, status="unregistered", sid="ghost")]
+    assert [strip(r) for r in curated(rows, "ghost")] == [
+        c([o.value for o in data], 0, 59, sid="ghost")]
+
+
+def test_thresholds_come_from_configuration():
+    strict = Thresholds(ok_completeness=1.0, ok_validity=1.0, bad_completeness=0.96, bad_validity=0.9)
+    rows, _ = run([minute()[:57], CLOSE], registry={"1": REGISTRY["1"]}, thresholds=strict)
+    assert quality(rows)[0]["status"] == "bad"
+    assert quality(rows)[0]["thresholds_version"] == "ok:c>=1,v>=1;bad:c<0.96|v<0.9"
+
+
+def test_backfill_lands_in_the_windows_of_two_days_ago():
+    """Readings stamped two days ago, published now (while sensor 1 is live), are windowed by
+    their own event time: sensor 2's clock is its own, the live sensor does not make them late."""
+    old = minute("2", range(0, 75), base=T - 2 * DAY)
+    old = [o._replace(arrival_ms=T + 500 + i * 10) for i, o in enumerate(old)]  # all arrive now
+    live = minute("1", range(0, 130))
+    rows, counters = run([live[:30], old, live[30:]], registry={"1": REGISTRY["1"], "2": REGISTRY["2"]})
+    assert [strip(r) for r in quality(rows, "2", T - 2 * DAY)] == [
+        q(60, status="ok", sid="2", start=T - 2 * DAY)]
+    assert curated(rows, "2", T - 2 * DAY)[0]["count"] == 60
+    assert counters.get("dropped_beyond_lateness", 0) == 0 and counters.get("late_readings", 0) == 0
+    # Once sensor 2 went idle its clock moved to the present: the 2-day gap is counted, and only
+    # the newest minutes of it are listed as missing.
+    listed = [r for r in rows[SENSOR_QUALITY_DATASET] if r["sensor_id"] == "2" and r["status"] == "missing"]
+    assert min(r["window_start"] for r in listed) >= dt(T - 60 * 60_000)
+    # Every empty minute from 2 days ago 10:02 up to today 10:01 (the last heartbeat, arrival
+    # 10:02:05.5, moves the clock to 10:01:55.5) is either listed or counted, none twice.
+    assert len(listed) == len({r["window_start"] for r in listed}) == counters["missing_windows"]
+    empty_minutes = (T + 60_000 - (T - 2 * DAY + 120_000)) // 60_000
+    assert counters["missing_windows"] + counters["missing_windows_not_listed"] == empty_minutes
+
+
+def test_every_window_row_appears_once_per_version():
+    rows, _ = run([minute(), minute("1", range(60, 200))], registry={"1": REGISTRY["1"]})
+    keys = [(r["sensor_id"], r["window_start"], r["version"]) for r in rows[SENSOR_QUALITY_DATASET]]
+    assert len(keys) == len(set(keys)) == 3  # 10:00, 10:01, 10:02 closed once each
+    assert sorted(k[1] for k in keys) == [dt(T), dt(T + 60_000), dt(T + 120_000)]
+    assert dt(T) - timedelta(0) == keys[0][1]
