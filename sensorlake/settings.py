@@ -102,25 +102,35 @@ class Settings:
     quality_bad_completeness: float = _opt(0.5, "Status bad when completeness < this ...")
     quality_bad_validity: float = _opt(0.9, "... or range validity < this.")
 
+    # Where clients find the Flink JobManager, the Beam job server and the expansion service. The
+    # local stack runs them all on 127.0.0.1; docker-compose sets the service names (jobmanager, ...).
+    flink_host: str = _opt("127.0.0.1", "Host of the Flink JobManager (REST API, dashboard and RPC).")
+    job_server_host: str = _opt("127.0.0.1", "Host of the Beam job server (job and artifact endpoints).")
+    expansion_host: str = _opt("127.0.0.1", "Host of the Beam expansion service (KafkaIO).")
+
     @property
     def kafka_bootstrap_port(self) -> int:
         return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
 
     @property
     def flink_master(self) -> str:
-        return f"127.0.0.1:{self.flink_rest_port}"
+        return f"{self.flink_host}:{self.flink_rest_port}"
 
     @property
     def flink_rest(self) -> str:
-        return f"http://127.0.0.1:{self.flink_rest_port}"
+        return f"http://{self.flink_host}:{self.flink_rest_port}"
 
     @property
     def job_endpoint(self) -> str:
-        return f"127.0.0.1:{self.job_server_port}"
+        return f"{self.job_server_host}:{self.job_server_port}"
+
+    @property
+    def artifact_endpoint(self) -> str:
+        return f"{self.job_server_host}:{self.artifact_port}"
 
     @property
     def expansion_endpoint(self) -> str:
-        return f"127.0.0.1:{self.expansion_port}"
+        return f"{self.expansion_host}:{self.expansion_port}"
 
     # ------------------------------------------------------------------ construction
     @classmethod
