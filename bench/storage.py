@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sensors", type=int, default=1_000, help="sensors, 1 reading/s each (default 1,000)")
     ap.add_argument("--partitions", type=int, default=3, help="Kafka partitions (the stack's default, 3)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--kafka-sample", type=int, default=200_000,
+    ap.add_argument("--kafka-sample", type=int, default=100_000,
                     help="records used for the Kafka log measurement (pure-Python batch builder)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     ARGS = args = ap.parse_args(argv)
@@ -344,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     t10k = chunk_tables(lake, PIPELINE_CHUNK)
+    timings["sink_tables_s"] = time.perf_counter() - t0  # the sink's grouping + Table.from_pylist
     del lake
     t100k = regroup(t10k, 10)
     typed10k = [(p, t.drop(["payload"])) for p, t in t10k]
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     sorted100k = [(p, t.sort_by(sort_keys)) for p, t in t100k]
     sorted_typed100k = [(p, t.drop(["payload"])) for p, t in sorted100k]
     timings["tables_s"] = time.perf_counter() - t0
+    timings["pipeline_write_s"] = None  # set below
     assert sum(t.num_rows for _, t in t10k) == n
 
     # The pipeline's own writer, to real files, as the job lays them out.
@@ -360,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, t in t10k:
             write_parquet_atomically(f"{tmp}/{path}", t)
         pipeline_write_s = time.perf_counter() - t0
+        timings["pipeline_write_s"] = pipeline_write_s
         files = [f"{tmp}/{p}" for p, _ in t10k]
         pipeline_bytes = sum(os.path.getsize(f) for f in files)
         assert sum(pq.read_metadata(f).num_rows for f in files) == n
@@ -426,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The Kafka log (compressed record batches): what retention costs on the brokers.
     kafka = {}
-    for per_batch in (4, 16, 128, 1024):
+    for per_batch in (1, 4, 8, 16, 32, 64, 128):  # batch fill = rate per producer and partition x linger
         kafka[f"zstd, {per_batch} records/batch"] = kafka_log_bytes(sample, per_batch, DefaultRecordBatch.CODEC_ZSTD) / len(sample)
     kafka["none, 128 records/batch"] = kafka_log_bytes(sample, 128, DefaultRecordBatch.CODEC_NONE) / len(sample)
 
@@ -482,7 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {k:<30} {v['rows']:>7,} rows in {v['files']} files ({v['rows_per_file']:,}/file): "
               f"{v['bytes_per_row']:.1f} B/row; file overhead {v['file_overhead_bytes']:,} B + "
               f"{v['marginal_bytes_per_row']:.1f} B/row; one file for all rows {v['one_file_bytes_per_row']:.1f} B/row")
-    print(f"\nFlink state per buffered raw row (LakeRecord, PickleCoder): {state_bytes:.0f} B "
+    print(f"\nPython cost per reading in this process (one core; no Beam runner overhead): ParseReadings "
+          f"{timings['parse_s'] / n * 1e6:.1f} us ({n / timings['parse_s']:,.0f}/s), the sink's grouping + "
+          f"Table.from_pylist {timings['sink_tables_s'] / n * 1e6:.1f} us, Parquet write {pipeline_write_s / n * 1e6:.1f} us")
+    print(f"Flink state per buffered raw row (LakeRecord, PickleCoder): {state_bytes:.0f} B "
           f"(an open {PIPELINE_CHUNK:,}-offset chunk: {state_bytes * PIPELINE_CHUNK / 1e6:.1f} MB)")
     print(f"\ntotal {timings['total_s']:.0f} s")
 
