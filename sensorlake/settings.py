@@ -108,6 +108,15 @@ class Settings:
     job_server_host: str = _opt("127.0.0.1", "Host of the Beam job server (job and artifact endpoints).")
     expansion_host: str = _opt("127.0.0.1", "Host of the Beam expansion service (KafkaIO).")
 
+    # Data catalogue (`sensorlake catalog build|serve`)
+    catalog_host: str = _opt("127.0.0.1", "Address `sensorlake catalog serve` binds to.")
+    catalog_port: int = _opt(8088, "Port of the data catalogue page.")
+    catalog_interval_s: int = _opt(60, "`catalog serve` rebuilds the catalogue this often (seconds).")
+    freshness_warn_s: int = _opt(300, "A dataset whose newest data is older than this is flagged warn.")
+    freshness_error_s: int = _opt(3600, "... and older than this, error.")
+    data_owner: str = _opt("Sensorlake data platform team", "Owner of the lake's datasets (catalogue).")
+    data_contact: str = _opt("data-platform@example.com", "Contact e-mail for the datasets (catalogue).")
+
     @property
     def kafka_bootstrap_port(self) -> int:
         return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
