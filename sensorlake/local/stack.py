@@ -1,29 +1,26 @@
 """The local (no-Docker) stack: the same services as docker-compose, as plain processes.
 
 Everything binds to 127.0.0.1. State (configs, pids, logs, service data) lives under
-``settings.home``; ``down`` stops only the processes whose pid files ``up`` wrote.
+``settings.home``; ``down`` stops only the processes whose pid files ``up`` wrote. What runs, in
+which order, with which command, ports and readiness checks comes from sensorlake/services.py,
+the description docker-compose.yml is checked against.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-import pwd
 import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
+from sensorlake import services
 from sensorlake.local.install import Paths, ensure_mosquitto
+from sensorlake.services import Layout, Role
 from sensorlake.settings import Settings, read_env_file
 
 Ready = Callable[[], bool]
@@ -67,15 +64,26 @@ class Service:
 class LocalStack:
     """Starts, checks and stops the local services; one instance per state folder."""
 
-    ORDER = ["mosquitto", "kafka", "flink-jobmanager", "flink-taskmanager", "expansion", "jobserver"]
+    # The runtimes, in start order (sensorlake.services.ROLES).
+    ORDER = services.local_infra()
     # The platform's own processes, started by `make up` (`local up --with-apps`), not by tests.
-    APPS = ["bridge", "generator"]
-    APP_MODULES = {"bridge": "connectors.mqtt_kafka", "generator": "iot_data_generator"}
+    APPS = services.local_apps()
 
     def __init__(self, settings: Settings, paths: Paths | None = None):
         self.home = Path(settings.home).resolve()
         self.settings = self._with_credentials(settings)
         self.paths = paths or Paths(Path(settings.cache).expanduser())
+        self.layout = Layout(
+            flink_home=self.paths.flink_home,
+            flink_conf_dir=self.home / "flink" / "conf",
+            flink_log_dir=self.home / "logs" / "flink",
+            flink_state_dir=self.home / "flink",
+            flink_work_dir=self.home / "flink",
+            beam_classpath=self.paths.beam_classpath,
+            artifacts_dir=self.home / "jobserver" / "artifacts",
+            bind_host="127.0.0.1",
+            taskmanager_host="127.0.0.1",
+        )
         self.services = {s.name: s for s in self._services() + self._apps()}
 
     # ------------------------------------------------------------------ credentials
@@ -116,106 +124,60 @@ class LocalStack:
         return pid if pid_alive(pid) else None
 
     # ------------------------------------------------------------------ services
+    def _ready(self, role: Role) -> Ready:
+        """The role's probe (sensorlake.services.probe); no probe: the process is alive."""
+        def ready() -> bool:
+            result = services.probe(role, self.settings, container=False)
+            return self.pid(role.local) is not None if result is None else result
+        return ready
+
     def _services(self) -> list[Service]:
-        s = self.settings
-        java_opts = self._java_module_opts
+        s, by = self.settings, services.BY_LOCAL
+
+        def svc(name: str, command: Callable[[], list[str]], **kw) -> Service:
+            role = by[name]
+            return Service(name, role.port_numbers(s), command, self._ready(role), timeout=role.timeout, **kw)
+
+        def runtime(role: str) -> Callable[[], list[str]]:
+            return lambda: services.command(role, s, self.layout)
+
+        flink = dict(env=lambda: services.flink_env(self.layout), prepare=self._flink_prepare)
         return [
-            Service("mosquitto", [s.mqtt_port], self._mosquitto_cmd, lambda: port_open(s.mqtt_port),
-                    prepare=self._mosquitto_prepare, timeout=20),
-            Service("kafka", [s.kafka_bootstrap_port, s.kafka_controller_port], self._kafka_cmd,
-                    lambda: port_open(s.kafka_bootstrap_port), prepare=self._kafka_prepare),
-            Service("flink-jobmanager", [s.flink_rest_port, s.flink_rpc_port],
-                    lambda: [str(self.paths.flink_home / "bin" / "jobmanager.sh"), "start-foreground"],
-                    self._flink_rest_ready, env=self._flink_env, prepare=self._flink_prepare),
-            Service("flink-taskmanager", [],
-                    lambda: [str(self.paths.flink_home / "bin" / "taskmanager.sh"), "start-foreground"],
-                    self._taskmanager_ready, env=self._flink_env, prepare=self._flink_prepare),
-            Service("expansion", [s.expansion_port],
-                    lambda: ["java", *java_opts(), "-Xmx512m", "-cp", self.paths.beam_classpath,
-                             "io.sensorlake.beam.ExpansionServer", "127.0.0.1", str(s.expansion_port),
-                             "--defaultEnvironmentType=EMBEDDED", "--experiments=use_deprecated_read"],
-                    lambda: port_open(s.expansion_port)),
-            Service("jobserver", [s.job_server_port, s.artifact_port],
-                    lambda: ["java", *java_opts(), "-Xmx768m", "-cp", self.paths.beam_classpath,
-                             "io.sensorlake.beam.JobServer", f"--flink-master={s.flink_master}",
-                             "--job-host=127.0.0.1", f"--job-port={s.job_server_port}",
-                             f"--artifact-port={s.artifact_port}", "--expansion-port=-1",
-                             f"--artifacts-dir={self._dir('jobserver', 'artifacts')}"],
-                    lambda: port_open(s.job_server_port) and port_open(s.artifact_port)),
+            svc("mosquitto", self._mosquitto_cmd,
+                env=lambda: services.settings_env(services.MQTT_BROKER_SETTINGS, s)),
+            svc("kafka", self._kafka_cmd, prepare=self._kafka_prepare),
+            svc("flink-jobmanager", runtime("jobmanager"), **flink),
+            svc("flink-taskmanager", runtime("taskmanager"), **flink),
+            svc("expansion", runtime("expansion")),
+            svc("jobserver", runtime("jobserver"), prepare=lambda: self._dir("jobserver", "artifacts")),
         ]
 
     def _apps(self) -> list[Service]:
         s = self.settings
-        env = lambda: s.as_env()  # noqa: E731 - the same settings names the services read
-        alive = lambda name: (lambda: self.pid(name) is not None)  # noqa: E731
-        return [
-            Service("bridge", [s.bridge_metrics_port] if s.bridge_metrics_port else [],
-                    lambda: [sys.executable, "-m", "connectors.mqtt_kafka"],
-                    (lambda: port_open(s.bridge_metrics_port)) if s.bridge_metrics_port else alive("bridge"),
-                    env=env, timeout=60),
-            Service("generator", [],
-                    lambda: [sys.executable, "-m", "iot_data_generator",
-                             "--report", str(self.home / "generator-report.json")],
-                    alive("generator"), env=env, timeout=10),
-        ]
-
-    def _java_module_opts(self) -> list[str]:
-        """The --add-opens list Flink ships for Java 17; Beam's Flink client needs it too."""
-        dist = yaml.safe_load((self.paths.flink_home / "conf" / "config.yaml").read_text())
-        return str(dist["env"]["java"]["opts"]["all"]).split()
+        out = []
+        for name in self.APPS:
+            role = services.BY_LOCAL[name]
+            out.append(Service(
+                name, role.port_numbers(s),
+                (lambda r=role: [*services.entry_point(), *r.local_argv(self.home)]),
+                self._ready(role),
+                env=lambda: s.as_env(),  # the same settings names the services read in compose
+                timeout=role.timeout))
+        return out
 
     # mosquitto ---------------------------------------------------------------------
-    def _mosquitto_prepare(self) -> None:
-        s = self.settings
-        d = self._dir("mosquitto")
-        self._dir("mosquitto", "data")
-        passwd = d / "passwd"
-        passwd.unlink(missing_ok=True)
-        passwd.touch(mode=0o600)
-        for user, pw in ((s.mqtt_generator_user, s.mqtt_generator_password),
-                         (s.mqtt_bridge_user, s.mqtt_bridge_password)):
-            subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        (d / "acl").write_text(
-            f"user {s.mqtt_generator_user}\ntopic write {s.mqtt_topic_prefix}/#\n\n"
-            f"user {s.mqtt_bridge_user}\ntopic read {s.mqtt_topic_prefix}/#\n")
-        (d / "mosquitto.conf").write_text(
-            f"listener {s.mqtt_port} 127.0.0.1\n"
-            # Run as whoever started the stack (as root it would switch to `mosquitto` and then
-            # fail to read our 0600 password file).
-            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
-            "allow_anonymous false\n"
-            f"password_file {passwd}\n"
-            f"acl_file {d / 'acl'}\n"
-            "persistence true\n"
-            f"persistence_location {d / 'data'}/\n"
-            "autosave_interval 10\n"
-            "max_queued_messages 1000000\n"
-            "max_inflight_messages 1000\n"
-            "log_dest stdout\n"
-            "log_type error\nlog_type warning\nlog_type notice\n")
-
     def _mosquitto_cmd(self) -> list[str]:
-        return [ensure_mosquitto(), "-c", str(self.home / "mosquitto" / "mosquitto.conf")]
+        """docker/mosquitto/start-mosquitto.sh, the script compose runs too: config, then the broker."""
+        d = self.home / "mosquitto"
+        return ["sh", str(services.MOSQUITTO_SCRIPT), str(d), str(d / "data"), "127.0.0.1", ensure_mosquitto()]
 
     # kafka -------------------------------------------------------------------------
     def _kafka_prepare(self) -> None:
-        s = self.settings
         d = self._dir("kafka")
         data = self._dir("kafka", "data")
         props = d / "server.properties"
-        props.write_text(
-            "process.roles=broker,controller\nnode.id=1\n"
-            f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_bootstrap_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_bootstrap_port}\n"
-            "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
-            f"log.dirs={data}\n"
-            f"num.partitions={s.kafka_partitions}\n"
-            "offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n"
-            "transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n"
-            "group.initial.rebalance.delay.ms=0\nauto.create.topics.enable=false\n")
+        props.write_text("".join(f"{k}={v}\n" for k, v in
+                                 services.kafka_properties(self.settings, compose=False, log_dir=str(data)).items()))
         (d / "log4j2.properties").write_text(
             "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
             "appender.out.layout.type = PatternLayout\nappender.out.layout.pattern = [%d] %p %m (%c)%n\n"
@@ -229,53 +191,12 @@ class LocalStack:
 
     def _kafka_cmd(self) -> list[str]:
         d = self.home / "kafka"
-        return ["java", "-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
+        return ["java", *services.KAFKA_HEAP, f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
                 "-cp", f"{self.paths.kafka_lib}/*", "kafka.Kafka", str(d / "server.properties")]
 
     # flink -------------------------------------------------------------------------
-    def _flink_env(self) -> dict[str, str]:
-        return {"FLINK_HOME": str(self.paths.flink_home), "FLINK_CONF_DIR": str(self.home / "flink" / "conf"),
-                "FLINK_LOG_DIR": str(self._dir("logs", "flink")), "FLINK_PID_DIR": str(self._dir("flink", "pids"))}
-
     def _flink_prepare(self) -> None:
-        s = self.settings
-        conf = self._dir("flink", "conf")
-        dist = self.paths.flink_home / "conf"
-        cfg = yaml.safe_load((dist / "config.yaml").read_text())
-        cfg["jobmanager"] = {"bind-host": "127.0.0.1", "rpc": {"address": "127.0.0.1", "port": s.flink_rpc_port},
-                             "memory": {"process": {"size": "1280m"}, "jvm-metaspace": {"size": "512m"}},
-                             "execution": {"failover-strategy": "region"}}
-        cfg["taskmanager"] = {"bind-host": "127.0.0.1", "host": "127.0.0.1",
-                              "numberOfTaskSlots": s.flink_taskmanager_slots,
-                              # Every Beam job brings its own classloader with the whole Beam
-                              # classpath; the default 256m metaspace runs out after a few jobs.
-                              "memory": {"process": {"size": "3072m"}, "jvm-metaspace": {"size": "1024m"}}}
-        cfg["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": s.flink_rest_port}
-        cfg["blob"] = {"server": {"port": str(s.flink_rpc_port + 1)}}
-        cfg["parallelism"] = {"default": 1}
-        cfg["state"] = {"backend": {"type": "hashmap"},
-                        "checkpoints": {"dir": f"file://{self._dir('flink', 'checkpoints')}"},
-                        "savepoints": {"dir": f"file://{self._dir('flink', 'savepoints')}"}}
-        cfg["io"] = {"tmp": {"dirs": str(self._dir("flink", "tmp"))}}
-        cfg["web"] = {"tmpdir": str(self._dir("flink", "web")), "cancel": {"enable": True}}
-        (conf / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        for f in dist.iterdir():
-            if f.name.startswith(("log4j", "logback")):
-                (conf / f.name).write_text(f.read_text())
-
-    def _flink_overview(self) -> dict | None:
-        try:
-            with urllib.request.urlopen(f"{self.settings.flink_rest}/overview", timeout=2) as r:
-                return json.load(r)
-        except (OSError, ValueError):
-            return None
-
-    def _flink_rest_ready(self) -> bool:
-        return self._flink_overview() is not None
-
-    def _taskmanager_ready(self) -> bool:
-        ov = self._flink_overview()
-        return bool(ov and ov.get("taskmanagers", 0) >= 1)
+        services.write_flink_conf(self.settings, self.layout)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, name: str) -> None:
@@ -327,8 +248,11 @@ class LocalStack:
 
     def up(self, names: list[str] | None = None, progress: Callable[[str], None] = lambda m: None,
            with_apps: bool = False) -> None:
-        apps = [a for a in self.APPS if importlib.util.find_spec(self.APP_MODULES[a] + ".__main__")]
-        for name in names or (self.ORDER + (apps if with_apps else [])):
+        apps = []
+        if with_apps and not names:
+            built = services.cli_commands()  # an app whose command is not built yet is left out
+            apps = [a for a in self.APPS if services.BY_LOCAL[a].argv[0] in built]
+        for name in names or (self.ORDER + apps):
             already = self.pid(name) is not None
             progress(f"{name}: {'already running' if already else 'starting'}")
             self.start(name)
