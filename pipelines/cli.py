@@ -1,31 +1,153 @@
-"""`sensorlake pipeline run`: submit the streaming job to Flink and keep its Python workers."""
+"""`sensorlake pipeline run`: submit the streaming job to Flink and stay with it.
+
+The command stays in the foreground while the job runs. With LOOPBACK workers (the local stack,
+the tests) the job's Python code runs in this process, so Ctrl-C or SIGTERM cancels the job. With
+PROCESS or EXTERNAL workers (docker-compose) the job lives in the cluster on its own: a signal
+only ends the watch and leaves the job running.
+
+``--if-absent`` makes submission idempotent: when Flink already has a live job of that name, it
+submits nothing and watches that job instead, so running the command again (a second
+``docker compose up -d``, a restarted submitter container) never starts a second copy.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
+import time
+import urllib.error
+import urllib.request
 
 from pipelines import main
 from sensorlake.registry import RegistryError
 from sensorlake.settings import Settings
 
+# Flink job states after which the job is gone for good (SUSPENDED: its JobManager lost leadership).
+ENDED = {"FINISHED", "CANCELED", "FAILED", "SUSPENDED"}
+REST_WAIT_S = 120.0
+POLL_S = 5.0
+
+
+class _Stop(Exception):
+    """SIGTERM/SIGINT arrived."""
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="pipeline_action", required=True, metavar="ACTION")
-    run_p = sub.add_parser("run", help="submit the lake job and wait (Ctrl-C cancels it)")
+    run_p = sub.add_parser("run", help="submit the lake job and stay with it (Ctrl-C cancels a LOOPBACK job)")
     main.parser(run_p)
+    run_p.add_argument("--if-absent", action="store_true",
+                       help="submit only when Flink has no live job of this name; otherwise watch that "
+                            "one (idempotent: never a second copy)")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _error(message: str) -> int:
+    print(f"sensorlake pipeline: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _rest(settings: Settings, path: str) -> dict:
+    with urllib.request.urlopen(f"{settings.flink_rest}{path}", timeout=5) as r:  # noqa: S310 - our Flink
+        return json.load(r)
+
+
+def live_job(settings: Settings, name: str, wait_s: float = REST_WAIT_S) -> dict | None:
+    """Flink's live job named `name` ({"jid", "state", ...}), or None; waits for the REST API.
+
+    A job still CANCELLING is waited out, so what follows never overlaps it.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            jobs = [j for j in _rest(settings, "/jobs/overview").get("jobs", [])
+                    if j.get("name") == name and j.get("state") not in ENDED]
+        except (OSError, ValueError) as exc:
+            if time.monotonic() > deadline:
+                raise OSError(f"Flink REST API {settings.flink_rest} unreachable: {exc}") from exc
+            time.sleep(2)
+            continue
+        if any(j.get("state") == "CANCELLING" for j in jobs) and time.monotonic() < deadline:
+            time.sleep(2)
+            continue
+        live = [j for j in jobs if j.get("state") != "CANCELLING"]
+        return live[0] if live else None
+
+
+def watch(settings: Settings, jid: str) -> int:
+    """Follows a job until it ends: 0 if it finished or was cancelled, 1 otherwise."""
+    unreachable_since = None
+    while True:
+        try:
+            state = _rest(settings, f"/jobs/{jid}").get("state")
+            unreachable_since = None
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # the JobManager restarted without the job
+                _say(f"job {jid} is gone from Flink")
+                return 1
+            state = None
+        except (OSError, ValueError):
+            state = None
+        if state is None:
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > REST_WAIT_S:
+                _say(f"Flink REST API {settings.flink_rest} unreachable for {REST_WAIT_S:.0f}s")
+                return 1
+        elif state in ENDED:
+            _say(f"job {jid} ended: {state}")
+            return 0 if state in ("FINISHED", "CANCELED") else 1
+        time.sleep(POLL_S)
+
+
+def _raise_stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise _Stop()
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_args(args)
+    loopback = settings.environment_type.upper() == "LOOPBACK"
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, _raise_stop)
+        except ValueError:  # not the main thread (embedded use): the caller stops it
+            pass
+    result = None
     try:
-        result = main.submit(args, Settings.from_args(args))
-    except RegistryError as exc:
-        print(f"sensorlake pipeline: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"submitted {args.job_name}; Ctrl-C cancels it", flush=True)
-    try:
+        if getattr(args, "if_absent", False):
+            job = live_job(settings, args.job_name)
+            if job:
+                _say(f"{args.job_name} already runs in Flink (job {job['jid']}, {job['state']}): "
+                     f"not submitting a second copy; watching it")
+                return watch(settings, job["jid"])
+        try:
+            result = main.submit(args, settings)
+        except RegistryError as exc:
+            return _error(str(exc))
+        _say(f"submitted {args.job_name}; " + ("Ctrl-C cancels it" if loopback else
+                                                "it runs in the Flink cluster; Ctrl-C only stops watching"))
         result.wait_until_finish()
-    except KeyboardInterrupt:
-        result.cancel()
+        return 0
+    except RuntimeError as exc:  # Beam: the job ended FAILED (or its job server went away)
+        print(f"sensorlake pipeline: {args.job_name} ended: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except _Stop:
+        if result is not None and loopback:
+            _say(f"cancelling {args.job_name} (its LOOPBACK workers live in this process)")
+            try:
+                result.cancel()
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                _say(f"cancel failed: {exc}")
+        elif result is not None:
+            _say(f"{args.job_name} keeps running in Flink; stopped watching")
         return 130
-    return 0
+    except OSError as exc:
+        return _error(str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
