@@ -57,12 +57,12 @@ def _rest(settings: Settings, path: str) -> dict:
         return json.load(r)
 
 
-def live_job(settings: Settings, name: str, wait_s: float = REST_WAIT_S) -> dict | None:
+def live_job(settings: Settings, name: str, wait_s: float | None = None) -> dict | None:
     """Flink's live job named `name` ({"jid", "state", ...}), or None; waits for the REST API.
 
     A job still CANCELLING is waited out, so what follows never overlaps it.
     """
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (REST_WAIT_S if wait_s is None else wait_s)
     while True:
         try:
             jobs = [j for j in _rest(settings, "/jobs/overview").get("jobs", [])

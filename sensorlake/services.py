@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ PIPELINE_SETTINGS = ("lake", "registry", "kafka_bootstrap", "kafka_topic", "flin
                      "heartbeat_interval_ms", "max_missing_windows", "window_shards", "registry_refresh_s",
                      "quality_ok_completeness", "quality_ok_validity", "quality_bad_completeness",
                      "quality_bad_validity")
+CATALOG_SETTINGS = ("lake", "catalog_host", "catalog_port", "catalog_interval_s", "freshness_warn_s",
+                    "freshness_error_s", "data_owner", "data_contact", "log_level")
 FLINK_SETTINGS = ("flink_host", "flink_rest_port", "flink_rpc_port", "flink_taskmanager_slots", "log_level")
 
 ROLES: tuple[Role, ...] = (
@@ -164,6 +167,9 @@ ROLES: tuple[Role, ...] = (
          after=(("jobserver", HEALTHY), ("expansion", HEALTHY), ("taskmanager", HEALTHY),
                 ("kafka-init", COMPLETED)),
          timeout=300),
+    # The data catalogue page (it also rebuilds <lake>/_catalog/ every catalog_interval_s).
+    Role("catalog", "catalog", "app", argv=("catalog", "serve"), settings=CATALOG_SETTINGS,
+         ports=("catalog_port",), published=("catalog_port",), probe="http", host="catalog_host", timeout=60),
 )
 BY_NAME = {r.name: r for r in ROLES}
 BY_LOCAL = {r.local: r for r in ROLES if r.local}
@@ -429,6 +435,14 @@ def probe(role: Role, settings: Settings, container: bool) -> bool | None:
                 return None if not container else _connected_to(s.mqtt_port)
             with urllib.request.urlopen(f"http://127.0.0.1:{s.bridge_metrics_port}/healthz", timeout=3) as r:
                 return 200 <= r.status < 300
+        if role.probe == "http":  # any HTTP answer on the role's port: it serves
+            host = getattr(s, role.host)
+            host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+            try:
+                with urllib.request.urlopen(f"http://{host}:{role.port_numbers(s)[0]}/", timeout=3):
+                    return True
+            except urllib.error.HTTPError:
+                return True
         if role.probe == "mqtt-connected":
             return _connected_to(s.mqtt_port) if container else None
         if role.probe == "none":
