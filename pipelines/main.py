@@ -65,6 +65,9 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=10_000, help="Kafka offsets per raw file")
     p.add_argument("--group-id", default="sensorlake-lake", help="Kafka consumer group (offset commits)")
     p.add_argument("--job-name", default=JOB_NAME, help="name of the job in the Flink dashboard")
+    p.add_argument("--savepoint-path", default="",
+                   help="resume from this savepoint (or retained checkpoint): Kafka offsets, de-duplication "
+                        "and open 1-minute windows continue where the stopped job left them")
     Settings.add_arguments(p, PIPELINE_SETTINGS)
     return p
 
@@ -80,6 +83,7 @@ def submit(args: argparse.Namespace, settings: Settings):
     parse_registry(raw)  # fail fast, with the registry's own message
     store_registry_version(settings.lake, raw)
     registry = RegistrySource(settings.registry, settings.lake, settings.registry_refresh_s, initial=raw)
-    p = beam.Pipeline(options=flink_options(settings, args.job_name))
+    extra = [f"--savepoint_path={args.savepoint_path}"] if args.savepoint_path else []
+    p = beam.Pipeline(options=flink_options(settings, args.job_name, extra))
     build(p, settings, registry, args.flush_seconds, args.chunk_size, args.group_id, args.window_flush_seconds)
     return p.run()

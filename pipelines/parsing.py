@@ -310,7 +310,7 @@ class ParseReadings(beam.DoFn):
             yield LakeRecord(record.partition, record.offset, RAW_READINGS_DATASET, part, row)
             yield beam.pvalue.TaggedOutput(self.READINGS_TAG, Observation(
                 result.sensor_id, result.event_time_ms, result.value, result.seq,
-                _arrival_ms(record, now_ms), result.unit))
+                _arrival_ms(record, now_ms), result.unit, record.partition))
         else:
             self._rejected.inc()
             self._by_reason[result.reason_code].inc()

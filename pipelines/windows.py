@@ -13,10 +13,10 @@ state, which is also what a per-sensor quality metric means:
   window (``late`` += 1, row re-emitted with version + 1); beyond it they are counted in
   ``windows/dropped_beyond_lateness`` (they are in raw/ regardless);
 * a sensor that sends nothing has no event time to advance its clock. ``AddHeartbeats`` tells
-  every known sensor the *arrival* clock (the bridge's receive time of the newest record); a sensor
-  that has not sent anything for ``idle_timeout_ms`` of arrival time is moved to
-  ``arrival - out_of_orderness``. Arrival time, not wall-clock time, so that catching up a
-  backlog after a restart does not make the backlog late.
+  every known sensor the *arrival* clock of its Kafka partition (the bridge's receive time of the
+  newest record there); a sensor that has not sent anything for ``idle_timeout_ms`` of arrival
+  time is moved to ``arrival - out_of_orderness``. Arrival time per partition, not wall-clock
+  time, so that catching up a backlog after a restart does not make the backlog late.
 
 Backfill: a sensor's readings stamped two days ago advance only that sensor's clock, so they land
 in the windows of two days ago. A jump of the clock over a long empty gap lists at most
@@ -54,6 +54,7 @@ class Observation(NamedTuple):
     seq: int | None
     arrival_ms: int
     unit: str
+    partition: int = 0  # Kafka partition: whose arrival clock says whether this sensor is idle
 
 
 class Heartbeat(NamedTuple):
@@ -222,8 +223,9 @@ class SensorMinutes(beam.DoFn):
         start = window_start(obs.event_time_ms)
         if st["max_event"] is None and start < st["next"]:
             # The clock so far came from heartbeats only: the sensor's own first reading (a
-            # backfill, say) sets it instead. Minutes already reported missing stay reported.
-            st.update(wm=obs.event_time_ms - self._s.out_of_orderness_ms, next=start, open={})
+            # backfill, or a partition read late) sets it instead. Minutes reported missing and
+            # still held get their data and a higher version when they close again.
+            st.update(wm=obs.event_time_ms - self._s.out_of_orderness_ms, next=start)
         acc = st["open"].get(start)
         if start >= st["next"]:  # on time: the window is still open
             if acc is None:
@@ -280,9 +282,13 @@ class AddHeartbeats(beam.DoFn):
     """Observation -> (sensor_id, Observation), plus (sensor_id, Heartbeat) for every known sensor
     every ``interval_ms`` of arrival time.
 
+    Arrival clocks are kept per Kafka partition, and a sensor is told the clock of the partition
+    its readings come from (the bridge keys records by sensor, so that is one partition): while a
+    backlog is caught up partition by partition, a sensor is never judged idle because another
+    partition is further ahead. Registered sensors not seen yet get the slowest partition's clock.
     Known = registered, or seen within ``horizon_ms`` (long enough for an unregistered sensor's
-    last windows to close). The clock and the recent set are per DoFn instance: a heartbeat is a
-    hint that can only move an idle sensor on, so repeats from parallel instances are harmless.
+    last windows to close). The state is per DoFn instance: a heartbeat is a hint that can only
+    move an idle sensor on, so repeats from parallel instances are harmless.
     """
 
     def __init__(self, registry: Callable[[], Mapping[str, Sensor]], interval_ms: int, horizon_ms: int):
@@ -292,26 +298,33 @@ class AddHeartbeats(beam.DoFn):
         self._heartbeats = Metrics.counter("windows", "heartbeats")
 
     def setup(self):
-        self._clock = 0
-        self._last_beat = 0
-        self._recent: dict[str, int] = {}
+        self._clock: dict[int, int] = {}  # partition -> newest arrival time
+        self._last_beat: dict[int, int] = {}
+        self._recent: dict[str, tuple[int, int]] = {}  # sensor -> (partition, last arrival)
 
     def process(self, obs: Observation):
         yield obs.sensor_id, obs
-        self._recent[obs.sensor_id] = obs.arrival_ms
-        if obs.arrival_ms <= self._clock:
+        part = obs.partition
+        self._recent[obs.sensor_id] = (part, obs.arrival_ms)
+        clock = self._clock.get(part, 0)
+        if obs.arrival_ms <= clock:
             return
-        self._clock = obs.arrival_ms
-        if self._clock - self._last_beat < self._interval_ms:
+        self._clock[part] = clock = obs.arrival_ms
+        if clock - self._last_beat.get(part, 0) < self._interval_ms:
             return
-        self._last_beat = self._clock
-        floor = self._clock - self._horizon_ms
-        self._recent = {k: v for k, v in self._recent.items() if v >= floor}
-        beat = Heartbeat(self._clock)
-        sensors = set(self._registry()) | set(self._recent)
-        self._heartbeats.inc(len(sensors))
-        for sensor_id in sorted(sensors):
-            yield sensor_id, beat
+        self._last_beat[part] = clock
+        floor = clock - self._horizon_ms
+        beat = Heartbeat(clock)
+        mine = sorted(sid for sid, (p, seen) in self._recent.items() if p == part and seen >= floor)
+        for sid in [sid for sid, (p, seen) in self._recent.items() if p == part and seen < floor]:
+            del self._recent[sid]
+        slowest = Heartbeat(min(self._clock.values()))
+        unseen = sorted(sid for sid in self._registry() if sid not in self._recent)
+        self._heartbeats.inc(len(mine) + len(unseen))
+        for sid in mine:
+            yield sid, beat
+        for sid in unseen:
+            yield sid, slowest
 
 
 class ResampleAndScore(beam.PTransform):

@@ -225,7 +225,7 @@ def test_dofn_routes_records_and_tags_readings():
         # Observations carry the arrival time: the receive_ms header, else the record's timestamp.
         assert_that(out.readings, equal_to([
             Observation("1", T0 + 59 * 60_000, 20.5, 1, T0, "C"),
-            Observation("ghost", T0 - 3_600_000, 1.0, None, T0 + 1000, ""),
+            Observation("ghost", T0 - 3_600_000, 1.0, None, T0 + 1000, "", 1),
         ]), label="readings")
 
 
