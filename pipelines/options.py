@@ -12,7 +12,7 @@ def flink_options(settings: Settings, job_name: str, extra: list[str] | None = N
     args = [
         "--runner=FlinkRunner",
         f"--job_endpoint={settings.job_endpoint}",
-        f"--artifact_endpoint=127.0.0.1:{settings.artifact_port}",
+        f"--artifact_endpoint={settings.artifact_endpoint}",
         f"--flink_master={settings.flink_master}",
         f"--environment_type={settings.environment_type}",
         "--streaming",

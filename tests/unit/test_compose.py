@@ -237,7 +237,7 @@ def test_pipeline_submitter_is_idempotent_in_compose_and_foreground_locally(comp
     # Python workers in the TaskManagers (PROCESS, the boot launcher of the flink image), not LOOPBACK
     assert env["SENSORLAKE_ENVIRONMENT_TYPE"] == "PROCESS"
     assert json.loads(env["SENSORLAKE_ENVIRONMENT_CONFIG"]) == {"command": "/opt/apache/beam/boot"}
-    assert "COPY --from=beam-sdk /opt/apache/beam/boot /opt/apache/beam/boot" in DOCKERFILE.read_text()
+    assert "COPY --from=beam-sdk /opt/apache/beam /opt/apache/beam" in DOCKERFILE.read_text()
     assert services.JOB_NAME == __import__("pipelines.main", fromlist=["JOB_NAME"]).JOB_NAME
 
 
@@ -719,9 +719,6 @@ def test_probes_answer_for_a_container(monkeypatch, fake_flink):
     assert services.main(["probe", "kafka-init"]) == 0  # a one-shot has nothing to probe
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/options.py passes --artifact_endpoint=127.0.0.1:<port>; it must "
-                                       "pass settings.artifact_endpoint (jobserver:8098 in compose). Remove this "
-                                       "marker when it does.")
 def test_the_submitters_beam_options_reach_every_service_by_name(compose):
     from pipelines.options import flink_options
 
