@@ -17,7 +17,8 @@ ARG MAVEN_IMAGE=maven:3.9.9-eclipse-temurin-17
 # ---------------------------------------------------------------- sources of prebuilt parts
 # The official Flink image: its Flink distribution and its Java 17 runtime.
 FROM ${FLINK_IMAGE} AS flink-dist
-# The Beam SDK image: /opt/apache/beam/boot, the launcher Beam's PROCESS environment runs.
+# The Beam SDK image: /opt/apache/beam with boot, the launcher Beam's PROCESS environment runs
+# (Beam's documented way to give a custom image the SDK harness entry point).
 FROM ${BEAM_SDK_IMAGE} AS beam-sdk
 
 # ---------------------------------------------------------------- wheels of our package and its pins
@@ -52,7 +53,7 @@ CMD ["--help"]
 FROM python-base AS flink
 COPY --from=flink-dist /opt/java/openjdk /opt/java/openjdk
 COPY --from=flink-dist /opt/flink /opt/flink
-COPY --from=beam-sdk /opt/apache/beam/boot /opt/apache/beam/boot
+COPY --from=beam-sdk /opt/apache/beam /opt/apache/beam
 # The SDK harness runs with the interpreter that has our package (no per-worker virtualenv).
 ENV JAVA_HOME=/opt/java/openjdk \
     PATH=/opt/java/openjdk/bin:/opt/flink/bin:$PATH \
