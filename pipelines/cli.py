@@ -30,8 +30,8 @@ REST_WAIT_S = 120.0
 POLL_S = 5.0
 
 
-class _Stop(Exception):
-    """SIGTERM/SIGINT arrived."""
+class _Stop(BaseException):
+    """SIGTERM/SIGINT arrived (a BaseException, like KeyboardInterrupt: no `except Exception` eats it)."""
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +131,14 @@ def run(args: argparse.Namespace) -> int:
             return _error(str(exc))
         _say(f"submitted {args.job_name}; " + ("Ctrl-C cancels it" if loopback else
                                                 "it runs in the Flink cluster; Ctrl-C only stops watching"))
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        except Exception as exc:  # noqa: BLE001 - e.g. the job server restarted under us
+            job = None if loopback else live_job(settings, args.job_name, wait_s=30)
+            if job is None:
+                raise
+            _say(f"lost the job server ({type(exc).__name__}); {args.job_name} runs on in Flink: watching it")
+            return watch(settings, job["jid"])
         return 0
     except RuntimeError as exc:  # Beam: the job ended FAILED (or its job server went away)
         print(f"sensorlake pipeline: {args.job_name} ended: {exc}", file=sys.stderr, flush=True)

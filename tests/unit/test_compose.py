@@ -726,3 +726,21 @@ def test_the_submitters_beam_options_reach_every_service_by_name(compose):
     assert opts["flink_master"] == "jobmanager:8081" and opts["job_endpoint"] == "jobserver:8099"
     assert opts["environment_type"] == "PROCESS"
     assert opts["artifact_endpoint"] == "jobserver:8098"
+
+
+def test_a_lost_job_server_does_not_lose_track_of_a_running_job(fake_flink, monkeypatch):
+    from pipelines import cli
+
+    _FakeFlink.jobs = [{"jid": "abc", "name": services.JOB_NAME, "state": "RUNNING"}]
+
+    class Result:
+        def wait_until_finish(self):
+            raise ConnectionError("job server went away")
+
+    monkeypatch.setattr(cli, "POLL_S", 0.05)
+    monkeypatch.setattr(cli, "live_job", lambda settings, name, wait_s=None: _FakeFlink.jobs[0])
+    monkeypatch.setattr(cli.main, "submit", lambda args, settings: Result())
+    args = _pipeline_args(fake_flink, "--environment-type", "PROCESS")
+    assert cli.run(args) == 0  # watched until the (fake) job was cancelled
+    monkeypatch.setattr(cli, "live_job", lambda settings, name, wait_s=None: None)
+    assert cli.run(_pipeline_args(fake_flink)) == 2  # LOOPBACK or no live job: reported as an error
