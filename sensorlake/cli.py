@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin(sub, "generate", "Publish simulated sensor readings to MQTT.", "iot_data_generator.cli")
     _add_plugin(sub, "bridge", "Forward MQTT readings to Kafka without losing any.", "connectors.mqtt_kafka.cli")
     _add_plugin(sub, "pipeline", "Run the Beam pipeline on Flink.", "pipelines.cli")
+
+    # Tools for the people who use the data: SQL views, compaction, the data catalogue.
+    from sensorlake import compact, sql
+    from sensorlake.catalog import cli as catalog
+
+    for name, mod in (("sql", sql), ("compact", compact), ("catalog", catalog)):
+        p = sub.add_parser(name, help=mod.HELP, description=mod.DESCRIPTION,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.configure_parser(p)
+        p.set_defaults(func=mod.run)
     return parser
 
 
@@ -109,10 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sensorlake: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - known operational errors get one line
+        from sensorlake.catalog.build import CatalogError
+        from sensorlake.compact import CompactionError
         from sensorlake.local.install import InstallError
         from sensorlake.local.stack import StackError
+        from sensorlake.sql import QueryError
 
-        if isinstance(exc, (InstallError, StackError)):
+        if isinstance(exc, (InstallError, StackError, QueryError, CompactionError, CatalogError)):
             print(f"sensorlake: error: {exc}", file=sys.stderr)
             return 1
         raise
