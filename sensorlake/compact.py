@@ -80,6 +80,7 @@ import pyarrow.parquet as pq
 
 from pipelines.schemas import (RAW_READINGS_DATASET, READINGS_1MIN_DATASET, REJECTED_READINGS_DATASET,
                                SCHEMAS, SENSOR_QUALITY_DATASET)
+from sensorlake.sql import local_lake, stored_files
 
 UTC = dt.timezone.utc
 OUTPUT_PREFIX = "compacted-"
@@ -213,13 +214,7 @@ def list_partitions(lake: Path, spec: DatasetSpec) -> list[Partition]:
 
 
 def _tree_stats(base: Path) -> tuple[int, int]:
-    files = size = 0
-    for root, dirs, names in os.walk(base):
-        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-        for n in names:
-            if n.endswith(".parquet") and not n.startswith((".", "_")):
-                files += 1
-                size += os.stat(os.path.join(root, n)).st_size
+    files, size, _ = stored_files(base)
     return files, size
 
 
@@ -307,12 +302,7 @@ class Compactor:
     def __init__(self, lake: str | Path, older_than: dt.timedelta, now: dt.datetime | None = None,
                  max_rows: int = 5_000_000, progress: Callable[[str], None] | None = None,
                  on_swapped: Callable[[PartitionResult], None] | None = None):
-        lake_s = str(lake)
-        if "://" in lake_s:
-            raise CompactionError(f"compaction works on a local lake folder, not {lake_s}")
-        self.lake = Path(lake_s).resolve()
-        if not self.lake.is_dir():
-            raise CompactionError(f"lake folder {self.lake} does not exist")
+        self.lake = local_lake(lake, CompactionError, "compaction")
         self.older_than = older_than
         self.now = now
         self.max_rows = max_rows

@@ -39,6 +39,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Iterable
 
 import duckdb
@@ -104,6 +105,31 @@ def lake_root(lake: str) -> str:
     """The lake as DuckDB should read it: absolute for local folders, so exported views keep working."""
     lake = lake.rstrip("/") or "/"
     return lake if "://" in lake else os.path.abspath(lake)
+
+
+def local_lake(lake: str | os.PathLike, error: type[Exception], purpose: str) -> Path:
+    """The lake as an existing local folder, else ``error`` with a one-line reason."""
+    if "://" in str(lake):
+        raise error(f"{purpose} works on a local lake folder, not {lake}")
+    path = Path(lake).resolve()
+    if not path.is_dir():
+        raise error(f"lake folder {path} does not exist")
+    return path
+
+
+def stored_files(base: str | os.PathLike) -> tuple[int, int, int]:
+    """(files, bytes, partition folders) of the Parquet files under a local dataset folder that
+    readers' globs see: hidden names (``.`` or ``_``: temporary files, compaction staging) skipped."""
+    files = size = 0
+    folders = set()
+    for root, dirs, names in os.walk(base):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        for n in names:
+            if n.endswith(".parquet") and not n.startswith((".", "_")):
+                files += 1
+                size += os.stat(os.path.join(root, n)).st_size
+                folders.add(root)
+    return files, size, len(folders)
 
 
 def _literal(text: str) -> str:

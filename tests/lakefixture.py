@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from pipelines.schemas import (RAW_READINGS, RAW_READINGS_DATASET, READINGS_1MIN, READINGS_1MIN_DATASET,
                                REJECTED_READINGS, REJECTED_READINGS_DATASET, SENSOR_QUALITY,
@@ -481,6 +482,22 @@ def shared_lake() -> FixtureLake:
         atexit.register(shutil.rmtree, folder, True)
         _SHARED["lake"] = build_lake(Path(folder) / "lake", minute_files_hours=3, raw_chunk=2000)
     return _SHARED["lake"]
+
+
+@pytest.fixture(scope="module", name="lake")
+def lake_fixture() -> FixtureLake:
+    """The shared lake (import this fixture into a test module to use it as ``lake``)."""
+    return shared_lake()
+
+
+@pytest.fixture(scope="module", name="con")
+def con_fixture(lake: FixtureLake):
+    """A DuckDB connection with the lake's views (``sensorlake.sql.connect``) on the shared lake."""
+    from sensorlake import sql
+
+    con = sql.connect(str(lake.root))
+    yield con
+    con.close()
 
 
 # A lake in the past with a fixed clock: compaction tests decide what is closed by passing `now`.

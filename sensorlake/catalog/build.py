@@ -169,20 +169,6 @@ def sample_queries(view: str, sensor: str) -> list[dict[str, str]]:
     return [{"title": t, "sql": q} for t, q in samples[view]]
 
 
-def _tree(base: Path) -> tuple[int, int, int]:
-    """(files, bytes, partitions) of the data files a reader sees (hidden names skipped)."""
-    files = size = 0
-    partitions = set()
-    for root, dirs, names in os.walk(base):
-        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-        for n in names:
-            if n.endswith(".parquet") and not n.startswith((".", "_")):
-                files += 1
-                size += os.stat(os.path.join(root, n)).st_size
-                partitions.add(root)
-    return files, size, len(partitions)
-
-
 def _freshness(latest: dt.datetime | None, now: dt.datetime, info: DatasetInfo, s: Settings) -> dict:
     age = (now - latest).total_seconds() if latest else None
     if not info.monitored:
@@ -223,11 +209,7 @@ def sensor_status(received: int, completeness: float | None, validity: float | N
 
 class _Builder:
     def __init__(self, lake: str, settings: Settings, now: dt.datetime):
-        if "://" in lake:
-            raise CatalogError(f"the catalogue is built from a local lake folder, not {lake}")
-        self.lake = Path(lake).resolve()
-        if not self.lake.is_dir():
-            raise CatalogError(f"lake folder {self.lake} does not exist")
+        self.lake = sql.local_lake(lake, CatalogError, "the catalogue")
         self.settings = settings
         self.now = now
         self.con = sql.connect(str(self.lake))
@@ -244,7 +226,7 @@ class _Builder:
     def resource(self, view: sql.LakeView, sensor: str) -> dict:
         info = DATASETS[view.name]
         base = self.lake / view.dataset
-        files, size, partitions = _tree(base)
+        files, size, partitions = sql.stored_files(base)
         stats = {"rows": 0, "earliest": None, "latest": None}
         if files:
             glob = sql._literal(view.glob(str(self.lake)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -34,10 +33,10 @@ def run(args) -> int:
     from sensorlake.catalog.build import CATALOG_DIR, CatalogError, write_catalog
     from sensorlake.catalog.serve import CatalogServer
     from sensorlake.settings import Settings
+    from sensorlake.sql import local_lake
 
     settings = Settings.from_args(args)
-    if "://" not in settings.lake and not os.path.isdir(settings.lake):
-        raise CatalogError(f"lake folder {os.path.abspath(settings.lake)} does not exist")
+    local_lake(settings.lake, CatalogError, "the catalogue")  # before saying "building ..."
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.action == "build":
         started = time.monotonic()

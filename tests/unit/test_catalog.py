@@ -21,15 +21,10 @@ from sensorlake.catalog import CatalogError, validate_catalog, write_catalog
 from sensorlake.catalog.build import DATASETS, _freshness, load_schema
 from sensorlake.catalog.serve import CatalogServer
 from sensorlake.settings import Settings
-from tests.lakefixture import REGISTRY_V2, UNREGISTERED, past_lake, shared_lake
+from tests.lakefixture import REGISTRY_V2, UNREGISTERED, lake_fixture, past_lake  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def lake():
-    return shared_lake()
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ def test_compaction_keeps_every_answer_merges_closed_partitions_and_is_idempoten
         assert row["version"].to_pylist() == [u["version"]] and row["count"].to_pylist() == [u["count"]]
     # open partitions untouched; nothing hidden left behind
     assert {p: data_files(root / p) for p in open_before} == open_before
-    assert not list(root.rglob(".*compact*")) and not list((root / "_compaction" / "journal").iterdir())
+    assert_no_leftovers(root)
     assert "raw/readings" in report.table() and "files before" in report.table()
 
     files = listing(root)
@@ -224,42 +224,34 @@ def test_a_concurrent_reader_never_sees_a_partition_twice_or_half(lake):
     assert closed and all(n == k for n, k in closed.values())  # merged: no superseded versions left
 
 
-def test_a_crash_before_the_swap_leaves_the_old_files_and_is_cleaned_up(lake, monkeypatch):
-    root = lake.root
-    before = snapshot(root, ("readings_1min",))
-
-    def crash(a, b):
-        raise RuntimeError("power cut")
-
-    monkeypatch.setattr(compaction, "exchange_dirs", crash)
-    with pytest.raises(RuntimeError):
-        run(root, datasets=[READINGS_1MIN_DATASET])
-    assert len(list((root / READINGS_1MIN_DATASET).glob(".date=*.compact-*"))) == 1  # staged, not swapped
-    assert snapshot(root, ("readings_1min",)) == before  # readers never see the hidden staging folder
-    monkeypatch.undo()
-    report = run(root, datasets=[READINGS_1MIN_DATASET])  # recovers, then compacts
-    assert report.partitions_compacted == 1 and snapshot(root, ("readings_1min",)) == before
+def assert_no_leftovers(root: Path) -> None:
     assert not list(root.rglob(".*compact*")) and not list((root / "_compaction" / "journal").iterdir())
 
 
-def test_a_crash_after_the_swap_is_finished_by_the_next_run(lake, monkeypatch):
-    root = lake.root
-    before = snapshot(root, ("sensor_quality",))
+@pytest.mark.parametrize("crash_point", ["before the swap", "after the swap"])
+def test_a_crash_is_repaired_by_the_next_run(lake, monkeypatch, crash_point):
+    """Before the swap the merged files are staged (hidden); after it the old ones are (hidden)."""
+    root, dataset, view = lake.root, SENSOR_QUALITY_DATASET, "sensor_quality"
+    before = snapshot(root, (view,))
 
-    def crash(self, journal):
+    def crash(*_args):
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(Compactor, "_finish", crash)
+    if crash_point == "before the swap":
+        monkeypatch.setattr(compaction, "exchange_dirs", crash)
+    else:
+        monkeypatch.setattr(Compactor, "_finish", crash)
     with pytest.raises(RuntimeError):
-        run(root, datasets=[SENSOR_QUALITY_DATASET])
-    day = root / SENSOR_QUALITY_DATASET / f"date={CLOSED_DAY}"
-    assert [f.startswith("compacted-") for f in data_files(day)] == [True]  # swapped
-    assert len(list((root / SENSOR_QUALITY_DATASET).glob(".date=*.compact-*"))) == 1  # old files, hidden
-    assert snapshot(root, ("sensor_quality",)) == before
+        run(root, datasets=[dataset])
+    swapped = [f.startswith("compacted-") for f in data_files(root / dataset / f"date={CLOSED_DAY}")] == [True]
+    assert swapped == (crash_point == "after the swap")
+    assert len(list((root / dataset).glob(".date=*.compact-*"))) == 1
+    assert snapshot(root, (view,)) == before  # readers see the old files or the merged ones, once
     monkeypatch.undo()
-    report = run(root, datasets=[SENSOR_QUALITY_DATASET])
-    assert report.partitions_compacted == 0 and snapshot(root, ("sensor_quality",)) == before
-    assert not list(root.rglob(".*compact*")) and not list((root / "_compaction" / "journal").iterdir())
+    report = run(root, datasets=[dataset])  # recovers first (rolls back or finishes), then compacts
+    assert report.partitions_compacted == (0 if swapped else 1)
+    assert snapshot(root, (view,)) == before
+    assert_no_leftovers(root)
 
 
 def test_a_file_written_during_the_merge_postpones_that_partition(lake, monkeypatch):

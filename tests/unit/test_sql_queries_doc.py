@@ -8,24 +8,12 @@ from pathlib import Path
 import pytest
 
 from sensorlake import sql
-from tests.lakefixture import REGISTRY_V2, UNREGISTERED, shared_lake
+from tests.lakefixture import REGISTRY_V2, UNREGISTERED, con_fixture, lake_fixture  # noqa: F401 (fixtures)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "queries.md"
 BLOCKS = re.findall(r"```sql\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
 NAMES = [re.match(r"-- query: (\w+)", b).group(1) if re.match(r"-- query: (\w+)", b) else None for b in BLOCKS]
 TEMPERATURES = {k for k, v in REGISTRY_V2.items() if v["type"] == "temperature"}
-
-
-@pytest.fixture(scope="module")
-def lake():
-    return shared_lake()
-
-
-@pytest.fixture(scope="module")
-def con(lake):
-    c = sql.connect(str(lake.root))
-    yield c
-    c.close()
 
 
 def rows(con, name: str) -> list[dict]:

@@ -18,19 +18,7 @@ import pytest
 
 from pipelines.schemas import RAW_READINGS_DATASET, READINGS_1MIN_DATASET, REJECTED_READINGS_DATASET, SENSOR_QUALITY_DATASET
 from sensorlake import cli, sql
-from tests.lakefixture import REGISTRY_V2, shared_lake
-
-
-@pytest.fixture(scope="module")
-def lake():
-    return shared_lake()
-
-
-@pytest.fixture(scope="module")
-def con(lake):
-    c = sql.connect(str(lake.root))
-    yield c
-    c.close()
+from tests.lakefixture import REGISTRY_V2, con_fixture, lake_fixture  # noqa: F401 (fixtures)
 
 
 def count(con, q: str) -> int:
