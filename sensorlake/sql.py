@@ -98,7 +98,7 @@ SENSORS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("registry_version", "VARCHAR", "The registry version (UTC) these rows come from."),
 )
 VIEW_NAMES = tuple(v.name for v in LAKE_VIEWS) + ("sensors",)
-_VANISHED = ("No such file", "Cannot open file", "could not open file", "No files found")
+_VANISHED = ("No such file", "Cannot open file", "could not open file")
 
 
 def lake_root(lake: str) -> str:
@@ -149,7 +149,7 @@ def duckdb_type(t: pa.DataType) -> str:
 
 
 def _has_files(con: duckdb.DuckDBPyConnection, pattern: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchone()[0])
+    return bool(con.execute("SELECT 1 FROM glob(?) LIMIT 1", [pattern]).fetchall())
 
 
 def _empty_select(columns: Iterable[tuple[str, str]]) -> str:
@@ -354,7 +354,7 @@ def write_result(table: pa.Table | None, fmt: str, out: IO[str] | None = None, o
 
 
 # ----------------------------------------------------------------------------- interactive
-HELP = """Statements end with ';'. Views: readings, readings_1min, sensor_quality, sensors, rejected.
+REPL_HELP = """Statements end with ';'. Views: readings, readings_1min, sensor_quality, sensors, rejected.
 Commands: .views (list views), .format table|csv|json, .help, .quit (or Ctrl-D)."""
 
 
@@ -368,7 +368,7 @@ def repl(con: duckdb.DuckDBPyConnection, fmt: str = "table", stdin: IO[str] | No
         pass
     interactive = stdin.isatty()
     if interactive:
-        print("sensorlake sql: DuckDB over the lake. " + HELP, file=err)
+        print("sensorlake sql: DuckDB over the lake. " + REPL_HELP, file=err)
     pending: list[str] = []
     while True:
         prompt = ("sensorlake> " if not pending else "       ...> ") if interactive else ""
@@ -386,7 +386,7 @@ def repl(con: duckdb.DuckDBPyConnection, fmt: str = "table", stdin: IO[str] | No
             if cmd in (".quit", ".exit", ".q"):
                 return 0
             if cmd == ".help":
-                print(HELP, file=out)
+                print(REPL_HELP, file=out)
             elif cmd in (".views", ".tables"):
                 _run_print(con, "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal "
                                 "ORDER BY view_name", fmt, out, err)

@@ -188,8 +188,8 @@ def test_a_query_that_lost_a_file_to_compaction_is_run_again():
 
 def test_interactive_prompt_keeps_going_after_an_error(lake):
     con = sql.connect(str(lake.root))
-    stdin = io.StringIO("SELECT count(*) AS n\nFROM sensors;\nSELECT nope;\n.format csv\nSELECT 7 AS seven;\n.quit\n")
+    stdin = io.StringIO("SELECT count(*) AS n\nFROM sensors;\nSELECT nope;\n.help\n.format csv\nSELECT 7 AS seven;\n.quit\n")
     out, err = io.StringIO(), io.StringIO()
     assert sql.repl(con, stdin=stdin, out=out, err=err) == 0
-    assert "│" in out.getvalue() and "seven\n7\n" in out.getvalue()
+    assert "│" in out.getvalue() and "seven\n7\n" in out.getvalue() and "Statements end with ';'" in out.getvalue()
     assert err.getvalue().startswith("error: ") and "nope" in err.getvalue()
