@@ -1,6 +1,63 @@
-"""Shared test configuration: markers and where test artifacts go."""
+"""Shared test configuration: markers, and the one local stack of the session.
+
+The stack is started on first use by an integration or reliability test, on ports apart from a
+developer's `make up`: set SENSORLAKE_TEST_PORT_OFFSET to move them (default +10000: MQTT 11883,
+Kafka 19092, Flink 18081, job server 18099, ...). Its state lives in a temporary folder and every
+process it started is stopped, by pid, when the session ends. Unit tests never request it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
+
+from sensorlake.local.install import install
+from sensorlake.local.stack import LocalStack
+from sensorlake.settings import Settings
+
+
+def _test_settings(home: Path) -> Settings:
+    off = int(os.environ.get("SENSORLAKE_TEST_PORT_OFFSET", "10000"))
+    base = Settings.load(env={k: v for k, v in os.environ.items() if k == "SENSORLAKE_CACHE"})
+    return replace(
+        base,
+        home=str(home),
+        lake=str(home / "lake"),
+        mqtt_port=1883 + off,
+        kafka_bootstrap=f"127.0.0.1:{9092 + off}",
+        kafka_controller_port=9093 + off,
+        flink_rest_port=8081 + off,
+        flink_rpc_port=6123 + off,
+        job_server_port=8099 + off,
+        artifact_port=8098 + off,
+        expansion_port=8097 + off,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_home():
+    home = Path(tempfile.mkdtemp(prefix="sensorlake-it-"))
+    yield home
+    if os.environ.get("SENSORLAKE_KEEP_TEST_HOME") != "1":
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_home):
+    settings = _test_settings(stack_home)
+    paths = install(settings)
+    st = LocalStack(settings, paths)
+    try:
+        st.up()
+        yield st
+    finally:
+        st.down()
 
 
 def pytest_configure(config):
