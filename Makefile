@@ -7,7 +7,10 @@ PY     := $(VENV)/bin/python
 SL     := $(VENV)/bin/sensorlake
 PYTEST_ARGS ?=
 
-.PHONY: setup install up down status test test-unit test-integration test-reliability bench clean
+MERMAID := tools/mermaid/node_modules/.installed
+RELIABILITY_SCALE ?= 4
+
+.PHONY: setup install tools up down status test test-unit test-integration test-reliability bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,13 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Mermaid CLI (renders the diagrams of docs/ in the tests), with Debian's Chromium, not its own download.
+$(MERMAID): tools/mermaid/package-lock.json
+	cd tools/mermaid && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: $(MERMAID)
 
 install: setup
 	$(SL) local install
@@ -29,14 +39,27 @@ down:
 status:
 	$(SL) local status
 
-test: install
-	$(PY) -m pytest tests/unit tests/integration -m "not reliability" -p no:cacheprovider $(PYTEST_ARGS)
+# Everything: unit tests, integration tests and the short reliability suite, on one local stack.
+test: install tools
+	$(PY) -m pytest tests/unit tests/integration tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup tools
 	$(PY) -m pytest tests/unit -p no:cacheprovider $(PYTEST_ARGS)
 
 test-integration: install
-	$(PY) -m pytest tests/integration -m "not reliability" -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration -p no:cacheprovider $(PYTEST_ARGS)
+
+# The fault suite at a larger scale (more messages, longer quiet time between faults).
+test-reliability: install
+	SENSORLAKE_RELIABILITY_SCALE=$(RELIABILITY_SCALE) $(PY) -m pytest tests/reliability -p no:cacheprovider -s $(PYTEST_ARGS)
+
+# Benchmarks print their figures and write JSON to bench/results/ (never pass/fail).
+bench: install
+	$(PY) bench/bridge.py
+	$(PY) bench/storage.py
+	$(PY) bench/query.py
+	$(PY) bench/freshness.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .sensorlake flink/jobserver/target

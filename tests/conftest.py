@@ -11,33 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from sensorlake.local.install import install
-from sensorlake.local.stack import LocalStack
+from sensorlake.local.stack import LocalStack, isolated_settings
 from sensorlake.settings import Settings
 
 
 def _test_settings(home: Path) -> Settings:
-    off = int(os.environ.get("SENSORLAKE_TEST_PORT_OFFSET", "10000"))
-    base = Settings.load(env={k: v for k, v in os.environ.items() if k == "SENSORLAKE_CACHE"})
-    return replace(
-        base,
-        home=str(home),
-        lake=str(home / "lake"),
-        mqtt_port=1883 + off,
-        kafka_bootstrap=f"127.0.0.1:{9092 + off}",
-        kafka_controller_port=9093 + off,
-        flink_rest_port=8081 + off,
-        flink_rpc_port=6123 + off,
-        job_server_port=8099 + off,
-        artifact_port=8098 + off,
-        expansion_port=8097 + off,
-        log_level="WARNING",
-    )
+    return isolated_settings(home, int(os.environ.get("SENSORLAKE_TEST_PORT_OFFSET", "10000")))
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,19 @@ from sensorlake.settings import Settings, read_env_file
 Ready = Callable[[], bool]
 
 
+def isolated_settings(home: Path, port_offset: int, **overrides) -> Settings:
+    """Settings of a stack that cannot meet a developer's `make up`: its own home and lake, every
+    port moved by port_offset, and nothing from the environment but the download cache. The
+    integration tests (+10000) and the benchmarks (+40000) run their stacks this way."""
+    base = Settings.load(env={k: v for k, v in os.environ.items() if k == "SENSORLAKE_CACHE"})
+    off = port_offset
+    return replace(
+        base, home=str(home), lake=str(Path(home) / "lake"), mqtt_port=1883 + off,
+        kafka_bootstrap=f"127.0.0.1:{9092 + off}", kafka_controller_port=9093 + off,
+        flink_rest_port=8081 + off, flink_rpc_port=6123 + off, job_server_port=8099 + off,
+        artifact_port=8098 + off, expansion_port=8097 + off, log_level="WARNING", **overrides)
+
+
 class StackError(RuntimeError):
     """A service could not be started; the message names it and its log."""
 

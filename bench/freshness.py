@@ -1,0 +1,212 @@
+"""Freshness under live load: how long until a reading, and a closed minute, can be queried.
+
+Not part of pass/fail: prints p50/p95/max and writes them with machine info to
+``bench/results/freshness-<UTC time>.json`` (git-ignored). One command:
+
+    .venv/bin/python bench/freshness.py                 # 200 sensors at 1 Hz for 5 minutes
+    .venv/bin/python bench/freshness.py --sensors 1000 --minutes 10
+
+It starts its own local stack (ports +45000, temporary home; stopped by pid at the end, also on
+Ctrl-C), then the same processes `make up` runs, through their real entry points: the bridge
+(`python -m connectors.mqtt_kafka`), the lake job (`sensorlake pipeline run`, its Python workers
+in that process) and the generator (`python -m iot_data_generator`, the seed's five sensors plus
+synthetic ones, registered, each at 1 Hz, stamped with the time it publishes).
+
+Measured from the files themselves: a Parquet file's modification time is when its rows became
+visible (sinks write a temporary file and rename it), so
+  raw      = mtime of the first file version holding (sensor, seq)  - the reading's event time
+  curated  = mtime of the first file version holding (sensor, minute) - the minute's end
+  quality  = the same for quality/sensor_quality_1min
+over readings published after a warm-up. Targets (issue 8): raw p95 <= 30 s, aggregates p95 <= 75 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sensorlake.local.install import install  # noqa: E402
+from sensorlake.local.stack import LocalStack, isolated_settings, pid_alive  # noqa: E402
+from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION  # noqa: E402
+
+PY = sys.executable
+DATASETS = {"raw": "raw/readings", "curated": "curated/readings_1min", "quality": "quality/sensor_quality_1min"}
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+class FileWatch:
+    """First-seen time of each row key, from the mtime of the file version that first held it."""
+
+    def __init__(self, root: Path, sql: str):
+        self.root = root
+        self.sql = sql  # select key..., reference_ms from {files}
+        self.mtimes: dict[str, float] = {}
+        self.first: dict[tuple, tuple[int, float]] = {}  # key -> (reference ms, visible_at - reference s)
+
+    def poll(self) -> None:
+        changed = []
+        for path in self.root.rglob("*.parquet"):
+            try:
+                m = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if self.mtimes.get(str(path)) != m:
+                changed.append((str(path), m))
+        for path, m in changed:
+            try:
+                rows = duckdb.connect().execute(self.sql.format(files=f"read_parquet('{path}')")).fetchall()
+            except (duckdb.IOException, duckdb.InvalidInputException):
+                continue  # replaced while we read it: the next poll sees the new version
+            self.mtimes[path] = m
+            for *key, ref_ms in rows:
+                self.first.setdefault(tuple(key), (ref_ms, m - ref_ms / 1000))
+
+    def latencies(self, from_ms: int, to_ms: int) -> list[float]:
+        return [lat for ref, lat in self.first.values() if from_ms <= ref < to_ms]
+
+
+def spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 60) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sensors", type=int, default=200, help="synthetic sensors besides the seed's five")
+    ap.add_argument("--minutes", type=float, default=5.0, help="measured live time after the warm-up")
+    ap.add_argument("--warmup", type=float, default=60.0, help="seconds of traffic not measured")
+    ap.add_argument("--offset", type=int, default=45_000, help="port offset of the benchmark's stack")
+    ap.add_argument("--flush-seconds", type=float, default=30.0, help="the job's raw flush interval")
+    ap.add_argument("--window-flush-seconds", type=float, default=10.0, help="the job's 1-minute flush interval")
+    a = ap.parse_args(argv)
+
+    home = Path(tempfile.mkdtemp(prefix="sensorlake-fresh-"))
+    settings = isolated_settings(home, a.offset, bridge_metrics_port=0)
+    stack = LocalStack(settings, install(settings))
+    procs: dict[str, subprocess.Popen] = {}
+    interrupted = False
+
+    def on_signal(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        say(f"starting the stack in {home} (ports +{a.offset})")
+        stack.up(progress=lambda m: None)
+        s = stack.settings
+        registry = home / "sensors.json"
+        subprocess.run([PY, "-m", "iot_data_generator", "--sensors", str(a.sensors), "--write-registry",
+                        str(registry), "--dry-run", "--count", "1"], cwd=REPO, check=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+        env = {**s.as_env(), "SENSORLAKE_REGISTRY": str(registry)}
+        procs["bridge"] = spawn([PY, "-m", "connectors.mqtt_kafka"], env, home / "bridge.log")
+        procs["pipeline"] = spawn([PY, "-m", "sensorlake.cli", "pipeline", "run", "--flush-seconds",
+                                   str(a.flush_seconds), "--window-flush-seconds", str(a.window_flush_seconds)],
+                                  env, home / "pipeline.log")
+        from pipelines import flink_rest
+        from pipelines.main import JOB_NAME
+
+        deadline = time.monotonic() + 300
+        while not ((job := flink_rest.find_job(s, JOB_NAME)) and job["state"] == "RUNNING"):
+            if procs["pipeline"].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the job did not start; see {home / 'pipeline.log'}")
+            time.sleep(2)
+        say("job RUNNING; starting the generator")
+        procs["generator"] = spawn([PY, "-m", "iot_data_generator", "--registry", str(registry),
+                                    "--client-id", "bench-freshness"], env, home / "generator.log")
+        measure_from_ms = int((time.time() + a.warmup) * 1000)
+        lake = Path(s.lake)
+        watches = {
+            "raw": FileWatch(lake / DATASETS["raw"], "select sensor_id, seq, epoch_ms(event_time) from {files}"),
+            "curated": FileWatch(lake / DATASETS["curated"],
+                                 "select sensor_id, epoch_ms(window_start), epoch_ms(window_end) from {files}"),
+            "quality": FileWatch(lake / DATASETS["quality"],
+                                 "select sensor_id, epoch_ms(window_start), epoch_ms(window_end) from {files}"),
+        }
+        end = time.monotonic() + a.warmup + a.minutes * 60 + a.flush_seconds + 90
+        next_say = 0.0
+        while time.monotonic() < end:
+            for w in watches.values():
+                w.poll()
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise SystemExit(f"{name} exited ({p.returncode}); see {home / (name + '.log')}")
+            if time.monotonic() > next_say:
+                say("seen: " + ", ".join(f"{k} {len(w.first)}" for k, w in watches.items()))
+                next_say = time.monotonic() + 30
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        for name in ("generator", "pipeline", "bridge"):
+            stop(procs.get(name), signal.SIGINT if name != "bridge" else signal.SIGTERM)
+        stack.down(progress=lambda m: None)
+        leftover = [n for n, p in procs.items() if pid_alive(p.pid)]
+        if leftover:
+            say(f"warning: still running: {leftover}")
+    if interrupted:
+        say("interrupted")
+        return 130
+
+    stop_ms = measure_from_ms + int(a.minutes * 60_000)
+    table = []
+    for name, w in watches.items():  # readings published / minutes ended inside the measured span
+        vals = w.latencies(measure_from_ms, stop_ms)
+        table.append((name, len(vals), percentile(vals, 0.5), percentile(vals, 0.95), max(vals) if vals else None))
+    print(f"\nfreshness over {a.minutes:g} min of live traffic ({a.sensors + 5} sensors at 1 Hz), "
+          f"flush {a.flush_seconds:g} s / windows {a.window_flush_seconds:g} s")
+    print(f"{'dataset':<10} {'rows':>8} {'p50 s':>8} {'p95 s':>8} {'max s':>8}")
+    for name, n, p50, p95, mx in table:
+        f = lambda x: f"{x:8.1f}" if x is not None else "       -"  # noqa: E731
+        print(f"{name:<10} {n:>8} {f(p50)} {f(p95)} {f(mx)}")
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"freshness-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps({
+        "benchmark": "freshness", "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "measured_from_ms": measure_from_ms, "stop_ms": stop_ms,
+        "results": {n: {"rows": c, "p50_s": p50, "p95_s": p95, "max_s": mx} for n, c, p50, p95, mx in table},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg(),
+                    "beam": BEAM_VERSION, "flink": FLINK_VERSION, "kafka": KAFKA_VERSION},
+        "options": vars(a)}, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
