@@ -147,6 +147,8 @@ def _parse(payload: bytes, registry: Mapping[str, Sensor], now_ms: int, max_payl
         doc = _decoder.decode(text)
     except ValueError as exc:  # JSONDecodeError, and int literals beyond the digit limit
         return _reject("not_json", f"payload is not JSON: {exc}"[:200])
+    except RecursionError:  # [[[[...]]]] deeper than the decoder's stack: not a reading either
+        return _reject("not_json", "payload is not JSON we accept: nested too deeply")
     if not isinstance(doc, dict):
         return _reject("not_object", f"payload is JSON {type(doc).__name__}, expected an object")
 

@@ -88,6 +88,9 @@ REJECTED = [
     ("non_utf8", b'{"sensor_id": "\xff\xfe"}', "not_utf8"),
     ("not_json", b"sensor 1 = 23", "not_json"),
     ("truncated_json", b'{"sensor_id": "1", "value": 2', "not_json"),
+    ("nested_too_deeply", b"[" * 100_000 + b"]" * 100_000, "not_json"),
+    ("object_nested_too_deeply", b'{"sensor_id": "1", "value": 1, "timestamp": 1, "x": '
+     + b'{"a":' * 40_000 + b"1" + b"}" * 40_001, "not_json"),
     ("json_array", b'[{"sensor_id": "1"}]', "not_object"),
     ("json_scalar", b"23", "not_object"),
     ("missing_sensor_id", j(timestamp=TS, value=1), "missing_sensor_id"),
