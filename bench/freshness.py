@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from sensorlake.local.install import install  # noqa: E402
 from sensorlake.local.stack import LocalStack, isolated_settings, pid_alive  # noqa: E402
+from pipelines.main import parser as job_parser  # noqa: E402
 from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION  # noqa: E402
 
 PY = sys.executable
@@ -111,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=5.0, help="measured live time after the warm-up")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds of traffic not measured")
     ap.add_argument("--offset", type=int, default=45_000, help="port offset of the benchmark's stack")
-    ap.add_argument("--flush-seconds", type=float, default=30.0, help="the job's raw flush interval")
-    ap.add_argument("--window-flush-seconds", type=float, default=10.0, help="the job's 1-minute flush interval")
+    job_defaults = job_parser().parse_args([])
+    ap.add_argument("--flush-seconds", type=float, default=job_defaults.flush_seconds,
+                    help="the job's raw flush interval (default: the job's)")
+    ap.add_argument("--window-flush-seconds", type=float, default=job_defaults.window_flush_seconds,
+                    help="the job's 1-minute flush interval (default: the job's)")
     a = ap.parse_args(argv)
 
     home = Path(tempfile.mkdtemp(prefix="sensorlake-fresh-"))

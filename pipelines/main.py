@@ -58,9 +58,9 @@ def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_
 
 def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--flush-seconds", type=float, default=30.0,
+    p.add_argument("--flush-seconds", type=float, default=10.0,
                    help="a record is in a visible Parquet file at most this long after it is read")
-    p.add_argument("--window-flush-seconds", type=float, default=10.0,
+    p.add_argument("--window-flush-seconds", type=float, default=5.0,
                    help="a 1-minute row is in a visible Parquet file at most this long after its window closed")
     p.add_argument("--chunk-size", type=int, default=10_000, help="Kafka offsets per raw file")
     p.add_argument("--group-id", default="sensorlake-lake", help="Kafka consumer group (offset commits)")

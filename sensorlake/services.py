@@ -265,6 +265,13 @@ def flink_config(dist: Mapping[str, Any], settings: Settings, layout: Layout) ->
         "jobmanager.rpc.address": s.flink_host,
         "jobmanager.rpc.port": s.flink_rpc_port,
         "jobmanager.execution.failover-strategy": "region",
+        # A lost TaskManager is noticed in 20 s (default 50 s), and the job is restarted from its
+        # last checkpoint 2 s later, as often as it takes: a streaming job must not give up.
+        "heartbeat.interval": 5000,
+        "heartbeat.timeout": 20000,
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": 2147483647,
+        "restart-strategy.fixed-delay.delay": "2 s",
         "taskmanager.bind-host": layout.bind_host,
         "taskmanager.host": layout.taskmanager_host,
         "taskmanager.numberOfTaskSlots": s.flink_taskmanager_slots,

@@ -108,7 +108,7 @@ def test_kill9_each_process_and_resubmit_from_savepoint_loses_and_duplicates_not
     live.submit()
     live.gen = GeneratorProc(live.settings, live.bridge.prefix, live.tmp, "--rate", str(5 * SCALE),
                              "--seed", "20261128", "--ack-timeout", "300")
-    quiet = 15 * SCALE
+    quiet = 5 * SCALE
 
     def pause():
         time.sleep(quiet)
