@@ -47,3 +47,27 @@ def stack(stack_home):
 def pytest_configure(config):
     config.addinivalue_line("markers", "integration: needs the local stack (real services)")
     config.addinivalue_line("markers", "reliability: fault-injection tests (kill -9, restarts)")
+
+
+def fresh_taskmanager(stack) -> None:
+    """Restarts the TaskManager so the next job starts with empty metaspace.
+
+    Every Beam job submission loads the Beam classpath (about 190 jars) into a classloader of its
+    own; a session that submits many jobs in a row runs the TaskManager out of metaspace (seen at
+    the 6th job here), which a production cluster running one long-lived job never does. Tests
+    that submit late in the session and then break things on purpose start from a clean one.
+    """
+    import json
+    import time
+    import urllib.request
+
+    stack.stop("flink-taskmanager")
+    stack.start("flink-taskmanager")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{stack.settings.flink_rest}/overview", timeout=5) as r:
+            overview = json.load(r)
+        if overview.get("taskmanagers") == 1 and overview.get("slots-available", 0) >= 1:
+            return
+        time.sleep(1)
+    raise AssertionError(f"no free TaskManager slot after restarting it: {overview}")

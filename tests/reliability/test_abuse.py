@@ -26,6 +26,7 @@ from kafka import KafkaConsumer
 from pipelines import flink_rest, main
 from pipelines.parsing import Rejection, parse_reading
 from sensorlake.registry import load_registry
+from tests.conftest import fresh_taskmanager
 from tests.integration.procs import BridgeProc, wait_for
 
 pytestmark = pytest.mark.reliability
@@ -91,6 +92,7 @@ def _client(settings, user: str, password: str, client_id: str) -> tuple[mqtt.Cl
 def bridge(stack, tmp_path):
     for name in ("mosquitto", "kafka", "flink-jobmanager", "flink-taskmanager"):
         stack.start(name)
+    fresh_taskmanager(stack)
     b = BridgeProc(stack.settings, tmp_path).start()
     yield b
     b.close()

@@ -29,6 +29,7 @@ import pytest
 from kafka import KafkaProducer
 
 from pipelines import flink_rest, main
+from tests.conftest import fresh_taskmanager
 from tests.integration.procs import BridgeProc, GeneratorProc, wait_for
 
 pytestmark = pytest.mark.reliability
@@ -96,6 +97,7 @@ class LiveRun:
 def live(stack, tmp_path):
     for name in ("mosquitto", "kafka", "flink-jobmanager", "flink-taskmanager"):
         stack.start(name)
+    fresh_taskmanager(stack)
     run = LiveRun(stack, tmp_path)
     yield run
     run.close()
