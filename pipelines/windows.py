@@ -13,10 +13,11 @@ state, which is also what a per-sensor quality metric means:
   window (``late`` += 1, row re-emitted with version + 1); beyond it they are counted in
   ``windows/dropped_beyond_lateness`` (they are in raw/ regardless);
 * a sensor that sends nothing has no event time to advance its clock. ``AddHeartbeats`` tells
-  every known sensor the *arrival* clock of its Kafka partition (the bridge's receive time of the
-  newest record there); a sensor that has not sent anything for ``idle_timeout_ms`` of arrival
-  time is moved to ``arrival - out_of_orderness``. Arrival time per partition, not wall-clock
-  time, so that catching up a backlog after a restart does not make the backlog late.
+  every known sensor the *arrival* clocks of the Kafka partitions (the bridge's receive time of
+  the newest record in each); a sensor that has not sent anything for ``idle_timeout_ms`` of its
+  own partition's arrival time is moved to ``arrival - out_of_orderness``. Arrival time per
+  partition, not wall-clock time, so that catching up a backlog after a restart (or one reader
+  being ahead of another) does not make readings late.
 
 Backfill: a sensor's readings stamped two days ago advance only that sensor's clock, so they land
 in the windows of two days ago. A jump of the clock over a long empty gap lists at most
@@ -58,9 +59,15 @@ class Observation(NamedTuple):
 
 
 class Heartbeat(NamedTuple):
-    """"The newest record the pipeline has seen arrived at arrival_ms": moves idle sensors on."""
+    """The arrival clocks (bridge receive time of the newest record) of the Kafka partitions one
+    reader has seen, as ((partition, ms), ...): moves idle sensors on.
 
-    arrival_ms: int
+    A sensor that has sent readings is judged by its own partition's clock only (it remembers its
+    partition in its state), so a reader that is ahead on other partitions never makes it late;
+    a registered sensor that never sent anything is judged by the slowest clock.
+    """
+
+    clocks: tuple[tuple[int, int], ...]
 
 
 class WindowRow(NamedTuple):
@@ -201,15 +208,21 @@ class SensorMinutes(beam.DoFn):
 
     def _heartbeat(self, sensor_id: str, st: dict | None, beat: Heartbeat, sensor: Sensor | None,
                    out: list[WindowRow]) -> dict | None:
+        clocks = dict(beat.clocks)
         if st is None:
             if sensor is None:
                 return None  # an unknown sensor we have no readings of: nothing to report
             # Report from the minute the stream was first seen flowing, not before it.
-            st = self._start(beat.arrival_ms - self._s.out_of_orderness_ms, None)
-            st["next"] = window_start(beat.arrival_ms)
-        elif st["last_arrival"] is not None and beat.arrival_ms - st["last_arrival"] < self._s.idle_timeout_ms:
-            return st  # not idle: its own readings move its clock
-        self._advance(sensor_id, st, beat.arrival_ms - self._s.out_of_orderness_ms, sensor, out)
+            arrival = min(clocks.values())
+            st = self._start(arrival - self._s.out_of_orderness_ms, None)
+            st["next"] = window_start(arrival)
+        elif st["last_arrival"] is None:
+            arrival = min(clocks.values())  # never sent anything: the slowest partition decides
+        else:
+            arrival = clocks.get(st.get("partition"))
+            if arrival is None or arrival - st["last_arrival"] < self._s.idle_timeout_ms:
+                return st  # not idle, or not its partition's clock: its own readings move it
+        self._advance(sensor_id, st, arrival - self._s.out_of_orderness_ms, sensor, out)
         return st
 
     @staticmethod
@@ -220,6 +233,7 @@ class SensorMinutes(beam.DoFn):
                  out: list[WindowRow]) -> None:
         if st["last_arrival"] is None or obs.arrival_ms > st["last_arrival"]:
             st["last_arrival"] = obs.arrival_ms
+        st["partition"] = obs.partition
         start = window_start(obs.event_time_ms)
         if st["max_event"] is None and start < st["next"]:
             # The clock so far came from heartbeats only: the sensor's own first reading (a
@@ -282,13 +296,12 @@ class AddHeartbeats(beam.DoFn):
     """Observation -> (sensor_id, Observation), plus (sensor_id, Heartbeat) for every known sensor
     every ``interval_ms`` of arrival time.
 
-    Arrival clocks are kept per Kafka partition, and a sensor is told the clock of the partition
-    its readings come from (the bridge keys records by sensor, so that is one partition): while a
-    backlog is caught up partition by partition, a sensor is never judged idle because another
-    partition is further ahead. Registered sensors not seen yet get the slowest partition's clock.
-    Known = registered, or seen within ``horizon_ms`` (long enough for an unregistered sensor's
-    last windows to close). The state is per DoFn instance: a heartbeat is a hint that can only
-    move an idle sensor on, so repeats from parallel instances are harmless.
+    The heartbeat carries this reader's arrival clock per Kafka partition; each sensor applies the
+    clock of its own partition (see Heartbeat), so catching up a backlog partition by partition,
+    or a reader ahead of another, never makes a sensor late. Known = registered, or seen within
+    ``horizon_ms`` (long enough for an unregistered sensor's last windows to close). The state here
+    is per DoFn instance and soft: a heartbeat can only move an idle sensor on, so repeats from
+    parallel instances are harmless, and after a restart the clocks rebuild from the records.
     """
 
     def __init__(self, registry: Callable[[], Mapping[str, Sensor]], interval_ms: int, horizon_ms: int):
@@ -299,32 +312,26 @@ class AddHeartbeats(beam.DoFn):
 
     def setup(self):
         self._clock: dict[int, int] = {}  # partition -> newest arrival time
-        self._last_beat: dict[int, int] = {}
-        self._recent: dict[str, tuple[int, int]] = {}  # sensor -> (partition, last arrival)
+        self._last_beat = 0
+        self._recent: dict[str, int] = {}  # sensor -> last arrival
 
     def process(self, obs: Observation):
         yield obs.sensor_id, obs
-        part = obs.partition
-        self._recent[obs.sensor_id] = (part, obs.arrival_ms)
-        clock = self._clock.get(part, 0)
-        if obs.arrival_ms <= clock:
+        self._recent[obs.sensor_id] = obs.arrival_ms
+        if obs.arrival_ms <= self._clock.get(obs.partition, 0):
             return
-        self._clock[part] = clock = obs.arrival_ms
-        if clock - self._last_beat.get(part, 0) < self._interval_ms:
+        self._clock[obs.partition] = obs.arrival_ms
+        newest = max(self._clock.values())
+        if newest - self._last_beat < self._interval_ms:
             return
-        self._last_beat[part] = clock
-        floor = clock - self._horizon_ms
-        beat = Heartbeat(clock)
-        mine = sorted(sid for sid, (p, seen) in self._recent.items() if p == part and seen >= floor)
-        for sid in [sid for sid, (p, seen) in self._recent.items() if p == part and seen < floor]:
-            del self._recent[sid]
-        slowest = Heartbeat(min(self._clock.values()))
-        unseen = sorted(sid for sid in self._registry() if sid not in self._recent)
-        self._heartbeats.inc(len(mine) + len(unseen))
-        for sid in mine:
-            yield sid, beat
-        for sid in unseen:
-            yield sid, slowest
+        self._last_beat = newest
+        floor = newest - self._horizon_ms
+        self._recent = {k: v for k, v in self._recent.items() if v >= floor}
+        beat = Heartbeat(tuple(sorted(self._clock.items())))
+        sensors = sorted(set(self._registry()) | set(self._recent))
+        self._heartbeats.inc(len(sensors))
+        for sensor_id in sensors:
+            yield sensor_id, beat
 
 
 class ResampleAndScore(beam.PTransform):

@@ -309,3 +309,32 @@ def test_catching_up_a_backlog_partition_by_partition_makes_nothing_late():
     # missing first, then replaced (a higher version) once its own readings came.
     assert {r["version"] for (sid, _), r in current.items() if sid == "2"} == {1}
     assert counters.get("late_readings", 0) == counters.get("dropped_beyond_lateness", 0) == 0
+
+
+def test_parallel_readers_never_move_a_sensor_by_another_partitions_clock():
+    """With parallelism 2, one reader sees partition 0 only and tells every registered sensor it
+    has not seen its (fast) clock. Sensor 2, read by the other reader from partition 1, must not be
+    moved by it: none of its readings may turn late."""
+    counts: dict[str, int] = {}
+    with mock.patch.object(Metrics, "counter", lambda namespace, name: _Counter(counts, name)):
+        reader0 = AddHeartbeats(lambda: REGISTRY, 5_000, 10 * 60_000)
+        reader1 = AddHeartbeats(lambda: REGISTRY, 5_000, 10 * 60_000)
+        minutes = SensorMinutes(lambda: {"1": REGISTRY["1"], "2": REGISTRY["2"]}, THRESHOLDS, clock=lambda: NOW)
+    reader0.setup()
+    reader1.setup()
+    states: dict[str, _State] = {}
+    out = []
+    p0 = [o._replace(partition=0) for o in minute("1", range(0, 200))]
+    # partition 1 lags 100 s of arrival time behind partition 0 (a slower reader, a backlog)
+    p1 = [o._replace(partition=1, arrival_ms=o.arrival_ms - 100_000) for o in minute("2", range(0, 200))]
+    for a, b in zip(p0, p1):
+        for reader, o in ((reader0, a), (reader1, b)):
+            for sensor_id, event in reader.process(o):
+                if sensor_id in ("1", "2"):
+                    out.extend(minutes.process((sensor_id, event), states.setdefault(sensor_id, _State())))
+    assert counts.get("late_readings", 0) == counts.get("dropped_beyond_lateness", 0) == 0
+    current = {}
+    for r in sorted((r for r in out if r.dataset == SENSOR_QUALITY_DATASET), key=lambda r: r.row["version"]):
+        current[(r.sensor_id, r.window_start_ms)] = r.row
+    assert sorted((sid, start, row["received"]) for (sid, start), row in current.items()) == [
+        (sid, T + m * 60_000, 60) for sid in ("1", "2") for m in range(3)]
