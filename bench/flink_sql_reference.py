@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallelism", type=int, default=1)
     p.add_argument("--checkpoint-ms", type=int, default=5000)
     p.add_argument("--out-of-orderness-s", type=int, default=10)
+    p.add_argument("--idle-timeout-s", type=int, default=0, help="source idle timeout (0: none)")
     p.add_argument("--with-raw", action="store_true", help="also write every reading to Parquet")
     a = p.parse_args(argv)
 
@@ -133,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         "parallelism.default": str(a.parallelism),
         "execution.checkpointing.interval": f"{a.checkpoint_ms} ms",
         "table.local-time-zone": "UTC",
-        # A partition without records (few sensors) must not hold the watermark back.
-        "table.exec.source.idle-timeout": "10 s",
     }.items():
         conf.set_string(k, v)
+    if a.idle_timeout_s:
+        # Only for a topic with an empty partition (few sensors): an idle timeout also lets the
+        # watermark pass a partition that merely paused during a backlog, whose records are then
+        # dropped as late (seen here: 10 s dropped ~0.1% of 1M readings).
+        conf.set_string("table.exec.source.idle-timeout", f"{a.idle_timeout_s} s")
     t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode()
                                     .with_configuration(conf).build())
     out = Path(a.out).resolve()

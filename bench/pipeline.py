@@ -94,28 +94,36 @@ def rest(settings: Settings, path: str, method: str = "GET"):
     return json.loads(body) if body else None
 
 
-def flink_job(settings: Settings, name: str) -> dict | None:
-    """The newest job of that name (overview row), or None."""
+def job_ids(settings: Settings, name: str) -> set[str]:
     try:
-        jobs = [j for j in rest(settings, "/jobs/overview")["jobs"] if j.get("name") == name]
+        return {j["jid"] for j in rest(settings, "/jobs/overview")["jobs"] if j.get("name") == name}
+    except OSError:
+        return set()
+
+
+def flink_job(settings: Settings, name: str, exclude: set[str] = frozenset()) -> dict | None:
+    """The newest job of that name (overview row) not in ``exclude`` (earlier runs), or None."""
+    try:
+        jobs = [j for j in rest(settings, "/jobs/overview")["jobs"] if j.get("name") == name
+                and j["jid"] not in exclude]
     except OSError:
         return None
     return max(jobs, key=lambda j: j.get("start-time", 0)) if jobs else None
 
 
-def job_running(settings: Settings, name: str) -> bool:
+def job_running(settings: Settings, name: str, exclude: set[str] = frozenset()) -> bool:
     """RUNNING with every task running (not merely scheduled)."""
-    j = flink_job(settings, name)
+    j = flink_job(settings, name, exclude)
     if not j or j.get("state") != "RUNNING":
         return False
     tasks = j.get("tasks", {})
     return tasks.get("running", 0) > 0 and tasks.get("running", 0) == tasks.get("total", -1)
 
 
-def cancel_job(settings: Settings, name: str, timeout: float = 60) -> None:
+def cancel_job(settings: Settings, name: str, exclude: set[str] = frozenset(), timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        j = flink_job(settings, name)
+        j = flink_job(settings, name, exclude)
         if not j or j["state"] in ("CANCELED", "FAILED", "FINISHED"):
             return
         if j["state"] != "CANCELLING":
@@ -382,8 +390,8 @@ class CpuMeter:
                 for n, p in self._procs.items()}
 
 
-def wait_rows(what: str, progress, settings: Settings, job_name: str, submitted: float, timeout: float,
-              on_first_rows=None, proc: subprocess.Popen | None = None) -> dict:
+def wait_rows(what: str, progress, settings: Settings, job_name: str, earlier: set[str], submitted: float,
+              timeout: float, on_first_rows=None, proc: subprocess.Popen | None = None) -> dict:
     """Polls until every target is met; prints progress; returns the timings."""
     targets = progress.targets()
     running_at = first_at = None
@@ -393,7 +401,7 @@ def wait_rows(what: str, progress, settings: Settings, job_name: str, submitted:
     counts = {k: 0 for k in targets}
     while True:
         now = time.monotonic()
-        if running_at is None and job_running(settings, job_name):
+        if running_at is None and job_running(settings, job_name, earlier):
             running_at = now
             say(f"{what}: job RUNNING {now - submitted:.1f}s after submission")
         counts = progress.counts()
@@ -406,7 +414,7 @@ def wait_rows(what: str, progress, settings: Settings, job_name: str, submitted:
             break
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what}: the job's process exited ({proc.returncode}) before all rows were written")
-        j = flink_job(settings, job_name)
+        j = flink_job(settings, job_name, earlier)
         if j and j["state"] in ("FAILED", "CANCELED"):
             raise RuntimeError(f"{what}: Flink job {job_name} is {j['state']}; see the TaskManager log")
         if now > deadline:
@@ -437,20 +445,25 @@ def ours_child(argv: list[str]) -> int:
     from pipelines import main as job
 
     settings = Settings.load()
-    if a.beam_arg:
-        result = _submit_with_options(job, job_argv, settings, a.beam_arg)
-    else:
-        result = job.run(job_argv, settings=settings)
+    state: dict = {"result": None, "stop": False}
 
     def stop(*_):
-        try:
-            result.cancel()
-        finally:
-            os._exit(0)
+        state["stop"] = True
+        if state["result"] is not None:  # else: cancelled as soon as the submission returns
+            try:
+                state["result"].cancel()
+            finally:
+                os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    if a.beam_arg:
+        state["result"] = _submit_with_options(job, job_argv, settings, a.beam_arg)
+    else:
+        state["result"] = job.run(job_argv, settings=settings)
+    if state["stop"]:
+        stop()
     print("SUBMITTED", flush=True)
-    result.wait_until_finish()
+    state["result"].wait_until_finish()
     return 0
 
 
@@ -477,7 +490,9 @@ def start_worker_pool(settings: Settings, home: Path, port: int) -> subprocess.P
     log = open(home / "logs" / "worker-pool.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
                              f"--service_port={port}"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO)},
+                            # It starts workers as `python -c ...`: this venv's python first on PATH.
+                            env={**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO),
+                                 "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
                             start_new_session=True)
 
 
@@ -496,6 +511,7 @@ def run_ours(a, settings: Settings, stack, topic: str, plan: Plan, home: Path) -
     say(f"ours: submitting (parallelism {s.parallelism}, {s.environment_type}"
         f"{', ' + ' '.join(a.beam_arg) if a.beam_arg else ''}); log {log_path}")
     log = open(log_path, "ab")
+    earlier = job_ids(s, OURS_JOB)
     submitted = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_ours", *job_argv], cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **s.as_env()},
@@ -514,14 +530,15 @@ def run_ours(a, settings: Settings, stack, topic: str, plan: Plan, home: Path) -
             profile.update(start_profile(a, target, home, subprocesses=bool(pool)))
 
     try:
-        timing = wait_rows("ours", OursProgress(lake, plan), s, OURS_JOB, submitted, a.timeout, on_first_rows, proc)
+        timing = wait_rows("ours", OursProgress(lake, plan), s, OURS_JOB, earlier, submitted, a.timeout,
+                           on_first_rows, proc)
         timing["cpu"] = meter.stop()
         if profile:
             timing["profile"] = finish_profile(profile)
         timing["checks"] = check_ours(lake, plan) if timing["complete"] else None
     finally:
         stop_process(proc, "ours")
-        cancel_job(s, OURS_JOB)
+        cancel_job(s, OURS_JOB, earlier)
         if profile.get("proc") and profile["proc"].poll() is None:
             stop_process(profile["proc"], "py-spy")
         if pool:
@@ -678,7 +695,7 @@ def native_jars(settings: Settings) -> list[Path]:
     return sorted(dest.glob("*.jar"))
 
 
-def run_native(a, settings: Settings, stack, topic: str, plan: Plan, home: Path) -> dict:
+def run_native(a, settings: Settings, stack, topic: str, plan: Plan, home: Path, preloaded: dict) -> dict:
     from sensorlake.local.install import Paths
 
     jars = native_jars(settings)
@@ -690,12 +707,15 @@ def run_native(a, settings: Settings, stack, topic: str, plan: Plan, home: Path)
            "--checkpoint-ms", str(a.checkpoint_ms), *[x for j in jars for x in ("--jar", str(j))]]
     if a.native_raw:
         cmd.append("--with-raw")
+    if not all(preloaded.get("per_partition", {}).values()):
+        cmd += ["--idle-timeout-s", "10"]  # a partition without records would hold the watermark
     say(f"native: submitting the Flink SQL job (parallelism {a.native_parallelism or a.parallelism}, "
         f"checkpoints every {a.checkpoint_ms} ms{', with raw rows' if a.native_raw else ''})")
     meter = CpuMeter({k: v for k, v in {"taskmanager": stack.pid("flink-taskmanager"),
                                         "jobmanager": stack.pid("flink-jobmanager"),
                                         "kafka": stack.pid("kafka")}.items() if v})
     meter.start()
+    earlier = job_ids(settings, NATIVE_JOB_NAME)
     submitted = time.monotonic()
     log_path = home / "logs" / "native-submit.log"
     with open(log_path, "wb") as log:
@@ -708,10 +728,10 @@ def run_native(a, settings: Settings, stack, topic: str, plan: Plan, home: Path)
     say(f"native: submitted in {submit_s:.1f}s: {res.stdout.decode().strip()}")
     try:
         timing = wait_rows("native", NativeProgress(out, plan, a.native_raw), settings, NATIVE_JOB_NAME,
-                           submitted, a.timeout)
+                           earlier, submitted, a.timeout)
         timing["cpu"] = meter.stop()
     finally:
-        cancel_job(settings, NATIVE_JOB_NAME)
+        cancel_job(settings, NATIVE_JOB_NAME, earlier)
     timing.update(out=str(out), client_submit_seconds=round(submit_s, 2), checkpoint_ms=a.checkpoint_ms,
                   with_raw=a.native_raw, jars=[j.name for j in jars])
     return timing
@@ -888,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.skip_ours:
             result["ours"] = run_ours(a, settings, stack, topic, plan, home)
         if not a.skip_native:
-            result["native"] = run_native(a, settings, stack, topic, plan, home)
+            result["native"] = run_native(a, settings, stack, topic, plan, home, result["preload"])
         for key in ("ours", "native"):
             t = result.get(key)
             if t and t.get("complete"):
