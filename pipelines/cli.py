@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 
-from pipelines import main
+from pipelines import flink_rest, main
 from sensorlake.registry import RegistryError
 from sensorlake.settings import Settings
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if result is not None and loopback:
             _say(f"cancelling {args.job_name} (its LOOPBACK workers live in this process)")
             try:
-                result.cancel()
+                flink_rest.cancel_job(settings, args.job_name, result)
             except Exception as exc:  # noqa: BLE001 - best effort on the way out
                 _say(f"cancel failed: {exc}")
         elif result is not None:

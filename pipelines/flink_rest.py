@@ -58,3 +58,27 @@ def stop_with_savepoint(settings: Settings, jid: str, target_dir: str, timeout: 
             raise FlinkRestError(f"savepoint of job {jid} failed: {cause.splitlines()[0] if cause else op}")
         time.sleep(1)
     raise FlinkRestError(f"savepoint of job {jid} not done after {timeout:.0f}s")
+
+
+def cancel_job(settings: Settings, name: str, result=None, timeout: float = 60.0) -> None:
+    """Cancels the live job of that name and waits until Flink says it is gone.
+
+    The Beam job service's cancel (``result.cancel()``) only stops the job server's wait for a
+    remote Flink job, the job itself keeps running; with LOOPBACK workers gone with the submitting
+    process, it would restart forever. So the job is also cancelled through Flink's REST API.
+    """
+    if result is not None:
+        try:
+            result.cancel()
+        except Exception:  # noqa: BLE001 - the REST call below is what counts
+            pass
+    deadline = time.monotonic() + timeout
+    while (job := find_job(settings, name)) is not None:
+        if job["state"] != "CANCELLING":
+            try:
+                _call(settings, f"/jobs/{job['jid']}?mode=cancel", method="PATCH")
+            except FlinkRestError:
+                pass  # it may have ended meanwhile; find_job tells
+        if time.monotonic() > deadline:
+            raise FlinkRestError(f"job {name} ({job['jid']}) still {job['state']} after {timeout:.0f}s")
+        time.sleep(1)

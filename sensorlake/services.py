@@ -266,12 +266,15 @@ def flink_config(dist: Mapping[str, Any], settings: Settings, layout: Layout) ->
         "jobmanager.rpc.port": s.flink_rpc_port,
         "jobmanager.execution.failover-strategy": "region",
         # A lost TaskManager is noticed in 20 s (default 50 s), and the job is restarted from its
-        # last checkpoint 2 s later, as often as it takes: a streaming job must not give up.
+        # last checkpoint 1 s later, then 2, 4 ... up to 30 s between attempts, as often as it
+        # takes: a streaming job must not give up, nor hammer a cluster that cannot run it.
         "heartbeat.interval": 5000,
         "heartbeat.timeout": 20000,
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": 2147483647,
-        "restart-strategy.fixed-delay.delay": "2 s",
+        "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": "1 s",
+        "restart-strategy.exponential-delay.max-backoff": "30 s",
+        "restart-strategy.exponential-delay.backoff-multiplier": 2.0,
+        "restart-strategy.exponential-delay.reset-backoff-threshold": "2 min",
         "taskmanager.bind-host": layout.bind_host,
         "taskmanager.host": layout.taskmanager_host,
         "taskmanager.numberOfTaskSlots": s.flink_taskmanager_slots,

@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from pipelines import proof
+from pipelines import flink_rest, proof
 
 pytestmark = pytest.mark.integration
 
@@ -63,4 +63,4 @@ def test_kafka_to_parquet_through_beam_on_flink(stack, tmp_path):
             f"from read_parquet('{glob}')").fetchone()[0]
         assert sorted(seqs) == list(range(N))
     finally:
-        result.cancel()
+        flink_rest.cancel_job(settings, job_name, result)

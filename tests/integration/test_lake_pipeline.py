@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from pipelines import main
+from pipelines import flink_rest, main
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,8 @@ def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
     producer.flush()
     producer.close()
 
-    result = main.run(["--flush-seconds", "3", "--job-name", f"sensorlake-lake-{settings.kafka_topic}",
+    job_name = f"sensorlake-lake-{settings.kafka_topic}"
+    result = main.run(["--flush-seconds", "3", "--job-name", job_name,
                        "--group-id", settings.kafka_topic], settings=settings)
     raw_glob = f"{settings.lake}/raw/readings/**/*.parquet"
     rej_glob = f"{settings.lake}/rejected/readings/**/*.parquet"
@@ -79,4 +80,4 @@ def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
         versions = list((tmp_path / "lake" / "raw" / "sensors").glob("version=*/sensors.json"))
         assert len(versions) == 1
     finally:
-        result.cancel()
+        flink_rest.cancel_job(settings, job_name, result)

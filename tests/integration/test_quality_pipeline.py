@@ -27,7 +27,7 @@ import duckdb
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from pipelines import main
+from pipelines import flink_rest, main
 from pipelines.quality import Thresholds
 from sensorlake.registry import load_registry
 from tests.integration.procs import BridgeProc, GeneratorProc, wait_for
@@ -78,8 +78,9 @@ def test_generator_to_quality_rows_on_flink(stack, bridge, tmp_path):
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
     t0_ms = int(t0.timestamp() * 1000)
 
+    job_name = f"sensorlake-it-{bridge.topic}"
     result = main.run(["--flush-seconds", "3", "--window-flush-seconds", "2",
-                       "--job-name", f"sensorlake-it-{bridge.topic}", "--group-id", bridge.topic], settings=settings)
+                       "--job-name", job_name, "--group-id", bridge.topic], settings=settings)
     try:
         gen = GeneratorProc(settings, bridge.prefix, tmp_path,
                             "--start-time", t0.isoformat(), "--keep-intervals", "--rate", "100",
@@ -187,7 +188,7 @@ def test_generator_to_quality_rows_on_flink(stack, bridge, tmp_path):
         versions = sorted((tmp_path / "lake" / "raw" / "sensors").glob("version=*/sensors.json"))
         assert json.loads(versions[-1].read_text())["9"]["description"] == "added while the job runs"
     finally:
-        result.cancel()
+        flink_rest.cancel_job(settings, job_name, result)
 
 
 def test_backfill_two_days_ago_lands_in_its_windows(stack, bridge, tmp_path):
@@ -198,9 +199,9 @@ def test_backfill_two_days_ago_lands_in_its_windows(stack, bridge, tmp_path):
                         "--rate", "200", "--count", str(3 * 60 * len(SENSORS)), "--seed", "7")
     report = gen.report()
     assert report["totals"]["sent"] == 3 * 60 * len(SENSORS)
+    job_name = f"sensorlake-it-{uuid.uuid4().hex[:6]}"
     result = main.run(["--flush-seconds", "3", "--window-flush-seconds", "2",
-                       "--job-name", f"sensorlake-it-{uuid.uuid4().hex[:6]}", "--group-id", bridge.topic],
-                      settings=settings)
+                       "--job-name", job_name, "--group-id", bridge.topic], settings=settings)
     try:
         qual = f"read_parquet('{settings.lake}/quality/sensor_quality_1min/**/*.parquet', hive_partitioning=true)"
         day = t0.date().isoformat()
@@ -213,4 +214,4 @@ def test_backfill_two_days_ago_lands_in_its_windows(stack, bridge, tmp_path):
         full = [r for r in rows if r[1] in (t0_ms, t0_ms + 60_000)]
         assert full == [(sid, t0_ms + m * 60_000, 60, "ok") for sid in SENSORS for m in (0, 1)]
     finally:
-        result.cancel()
+        flink_rest.cancel_job(settings, job_name, result)

@@ -171,7 +171,7 @@ def test_bad_payloads_are_rejected_with_reasons_and_nothing_goes_down(stack, bri
             print(f"\nfuzz: {BAD} bad payloads among {VALID} readings -> " +
                   ", ".join(f"{k} {v}" for k, v in sorted(got.items())))
     finally:
-        job.cancel()
+        flink_rest.cancel_job(settings, name, job)
 
 
 def test_broker_refuses_anonymous_and_enforces_each_users_acl(stack):

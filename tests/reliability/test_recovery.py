@@ -86,10 +86,7 @@ class LiveRun:
         if self.gen is not None:
             self.gen.close()
         if self.job is not None:
-            try:
-                self.job.cancel()
-            except Exception:  # noqa: BLE001 - already stopped by a savepoint
-                pass
+            flink_rest.cancel_job(self.settings, self.name, self.job)
         self.bridge.close()
 
 
