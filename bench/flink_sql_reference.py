@@ -28,6 +28,13 @@ import json
 from pathlib import Path
 
 
+def kafka_with(topic: str, bootstrap: str, group_id: str, **fmt: str) -> str:
+    """The WITH clause of a Kafka source table read from the earliest offset."""
+    opts = {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": bootstrap,
+            "properties.group.id": group_id, "scan.startup.mode": "earliest-offset", **fmt}
+    return "WITH (\n" + ",\n".join(f"  '{k}' = '{v}'" for k, v in opts.items()) + "\n)"
+
+
 def source_ddl(topic: str, bootstrap: str, group_id: str, out_of_orderness_s: int) -> str:
     # TIMESTAMP_LTZ in the JSON format's ISO-8601 mode reads "2026-11-28T17:00:00.123456Z" as is.
     return f"""
@@ -36,37 +43,20 @@ CREATE TABLE readings (
   `timestamp` TIMESTAMP_LTZ(3),
   `value` DOUBLE,
   seq BIGINT,
-  kafka_partition INT METADATA FROM 'partition' VIRTUAL,
-  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
   WATERMARK FOR `timestamp` AS `timestamp` - INTERVAL '{out_of_orderness_s}' SECOND
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '{topic}',
-  'properties.bootstrap.servers' = '{bootstrap}',
-  'properties.group.id' = '{group_id}',
-  'scan.startup.mode' = 'earliest-offset',
-  'format' = 'json',
-  'json.timestamp-format.standard' = 'ISO-8601',
-  'json.ignore-parse-errors' = 'true'
-)"""
+) """ + kafka_with(topic, bootstrap, group_id, **{"format": "json", "json.timestamp-format.standard": "ISO-8601",
+                                                  "json.ignore-parse-errors": "true"})
 
 
 def raw_source_ddl(topic: str, bootstrap: str, group_id: str) -> str:
     """The same topic, payload bytes kept (format raw): the raw/ counterpart parses it in SQL."""
-    return f"""
+    return """
 CREATE TABLE payloads (
   payload BYTES,
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
   kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
   kafka_timestamp TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '{topic}',
-  'properties.bootstrap.servers' = '{bootstrap}',
-  'properties.group.id' = '{group_id}-raw',
-  'scan.startup.mode' = 'earliest-offset',
-  'format' = 'raw'
-)"""
+) """ + kafka_with(topic, bootstrap, f"{group_id}-raw", format="raw")
 
 
 def sink_ddl(name: str, columns: str, path: str) -> str:

@@ -28,6 +28,11 @@ What it does:
 Events/s = records in the topic / seconds until the last row is readable, so sink flush delays
 count: ``--flush-seconds``/``--window-flush-seconds`` (our job) and ``--checkpoint-ms`` (the
 native sink commits files on checkpoints) are set alike, 5 s by default.
+
+Run time on the 2-core machine: about 15 minutes for the default with the bundle options of
+bench/PIPELINE.md (our job ~12 of them), an estimated 25 to 40 with the Flink runner's default
+bundles (1.24 ms of Python CPU per event); use
+``--readings 100000`` for a quick look. Figures, profiles and recommendations: bench/PIPELINE.md.
 """
 
 from __future__ import annotations
@@ -205,17 +210,28 @@ def _producer(bootstrap: str):
                          max_in_flight_requests_per_connection=5)
 
 
-def _send(producer, topic: str, sid: str, ms: int, value: float, seq: int):
-    return producer.send(topic, key=sid.encode(), value=_payload(sid, ms, value, seq), timestamp_ms=ms,
+def kafka_partition(sid: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for this key (murmur2, as the bridge's
+    producer and the Java clients do)."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(sid.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _send(producer, topic: str, partition: int, sid: str, ms: int, value: float, seq: int):
+    return producer.send(topic, key=sid.encode(), partition=partition, value=_payload(sid, ms, value, seq),
+                         timestamp_ms=ms,
                          headers=[("mqtt_topic", f"sensors/{sid}".encode()), ("receive_ms", b"%d" % (ms + 25)),
                                   ("bridge_id", b"bench"), ("mqtt_dup", b"0")])
 
 
-def produce_slice(bootstrap: str, topic: str, plan: Plan, first: int, step: int, done) -> None:
-    """Sensors first, first+step, ...: time-major, so each partition is in event-time order."""
+def produce_slice(bootstrap: str, topic: str, plan: Plan, mine: list[int], partition: dict[int, int], seed: int,
+                  done) -> None:
+    """The sensors of some partitions, time-major. Each partition is written by one process only,
+    so it is in event-time order (two processes writing one partition at their own pace would
+    interleave it minutes apart, which an event-time job with a 10 s bound drops as late)."""
     producer = _producer(bootstrap)
-    mine = list(range(first, plan.sensors, step))
-    rng = random.Random(first)
+    rng = random.Random(seed)
     phase = {i: rng.uniform(0, 2 * math.pi) for i in mine}
     sent = 0
     for k in range(max(plan.count(i) for i in mine) if mine else 0):
@@ -224,7 +240,7 @@ def produce_slice(bootstrap: str, topic: str, plan: Plan, first: int, step: int,
                 continue
             ms = plan.t0_ms + k * 1000 + plan.phase_ms(i)
             value = round(20 + 8 * math.sin(ms / 3.6e6 + phase[i]) + rng.gauss(0, 0.2), 3)
-            _send(producer, topic, plan.sensor_id(i), ms, value, k)
+            _send(producer, topic, partition[i], plan.sensor_id(i), ms, value, k)
             sent += 1
     producer.flush()
     producer.close()
@@ -241,13 +257,17 @@ def preload(settings: Settings, topic: str, plan: Plan, processes: int) -> dict:
     started = time.monotonic()
     ctx = mp.get_context("fork")
     done = ctx.Queue()
-    procs = [ctx.Process(target=produce_slice, args=(settings.kafka_bootstrap, topic, plan, n, processes, done),
-                         daemon=True) for n in range(processes)]
+    parts = settings.kafka_partitions
+    partition = {i: kafka_partition(plan.sensor_id(i), parts) for i in range(plan.sensors)}
+    processes = max(1, min(processes, parts))
+    slices = [[i for i in range(plan.sensors) if partition[i] % processes == n] for n in range(processes)]
+    procs = [ctx.Process(target=produce_slice, args=(settings.kafka_bootstrap, topic, plan, mine, partition, n, done),
+                         daemon=True) for n, mine in enumerate(slices) if mine]
     for p in procs:
         p.start()
     try:
         sent = 0
-        while len([p for p in procs if p.exitcode is None]) and sent < plan.readings:
+        while any(p.exitcode is None for p in procs) and sent < plan.readings:
             try:
                 sent += done.get(timeout=1)
             except Exception:  # noqa: BLE001 - queue.Empty
@@ -262,7 +282,7 @@ def preload(settings: Settings, topic: str, plan: Plan, processes: int) -> dict:
     # The closers: one reading per sensor, after every other one.
     producer = _producer(settings.kafka_bootstrap)
     for i in range(plan.sensors):
-        _send(producer, topic, plan.sensor_id(i), plan.closer_ms, 20.0, plan.count(i))
+        _send(producer, topic, partition[i], plan.sensor_id(i), plan.closer_ms, 20.0, plan.count(i))
     producer.flush()
     producer.close()
     seconds = time.monotonic() - started
@@ -588,9 +608,16 @@ def check_ours(lake: Path, plan: Plan) -> dict:
 
 
 # ====================================================================== py-spy
+PY_SPY_PIN = "py-spy==0.4.3"
+
+
 def start_profile(a, pid: int, home: Path, subprocesses: bool) -> dict:
     out = home / "logs" / "pyspy.txt"
-    cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--rate", str(a.profile_rate),
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        say(f"py-spy: not installed in this venv, no profile (.venv/bin/pip install {PY_SPY_PIN})")
+        return {}
+    cmd = [str(exe), "record", "--pid", str(pid), "--rate", str(a.profile_rate),
            "--duration", str(a.profile), "--format", "raw", "--output", str(out), "--nonblocking"]
     if a.profile_gil:
         cmd.append("--gil")
