@@ -30,8 +30,8 @@ count: ``--flush-seconds``/``--window-flush-seconds`` (our job) and ``--checkpoi
 native sink commits files on checkpoints) are set alike, 5 s by default.
 
 Run time on the 2-core machine: about 15 minutes for the default with the bundle options of
-bench/PIPELINE.md (our job ~12 of them), an estimated 25 to 40 with the Flink runner's default
-bundles (1.24 ms of Python CPU per event); use
+bench/PIPELINE.md (our job ~12 of them), an estimated 30 to 60 with the Flink runner's default
+bundles (1.2-1.8 ms of Python CPU per event); use
 ``--readings 100000`` for a quick look. Figures, profiles and recommendations: bench/PIPELINE.md.
 """
 
