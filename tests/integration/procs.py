@@ -123,3 +123,22 @@ class GeneratorProc:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def create_topic(settings, topic: str, partitions: int = 3, timeout: float = 60) -> None:
+    """Creates the topic and waits until every partition has a leader: a producer or KafkaIO that
+    starts while the controller is still electing them (slow under load) gets NotLeader errors."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+
+        def leaders_elected():
+            (desc,) = admin.describe_topics([topic])
+            parts = desc.get("partitions", [])
+            return len(parts) == partitions and all(
+                p.get("error_code", 0) == 0 and p.get("leader_id", p.get("leader", -1)) >= 0 for p in parts)
+        wait_for(leaders_elected, timeout, interval=0.5, what=f"leaders of {topic}")
+    finally:
+        admin.close()

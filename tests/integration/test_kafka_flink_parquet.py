@@ -11,9 +11,9 @@ from dataclasses import replace
 import duckdb
 import pytest
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from pipelines import flink_rest, proof
+from tests.integration.procs import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +28,7 @@ def _jobs(rest: str) -> list[dict]:
 def test_kafka_to_parquet_through_beam_on_flink(stack, tmp_path):
     settings = replace(stack.settings, lake=str(tmp_path / "lake"))
     topic = f"proof-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 3, 1)])
-    admin.close()
+    create_topic(settings, topic, 3)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     for i in range(N):
         producer.send(topic, key=f"sensor-{i % 5}".encode(), value=json.dumps({"seq": i}).encode())

@@ -14,9 +14,9 @@ from dataclasses import replace
 import duckdb
 import pytest
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from pipelines import flink_rest, main
+from tests.integration.procs import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,7 @@ def _query(sql: str):
 
 def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
     settings = replace(stack.settings, lake=str(tmp_path / "lake"), kafka_topic=f"readings-{uuid.uuid4().hex[:8]}")
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    admin.create_topics([NewTopic(settings.kafka_topic, 3, 1)])
-    admin.close()
+    create_topic(settings, settings.kafka_topic, 3)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     t0 = int(time.time() * 1000) - 600_000
     sent = 0
