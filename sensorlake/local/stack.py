@@ -218,6 +218,9 @@ class LocalStack:
             self._wait_ready(svc, self.pid(name))
             return
         for port in svc.ports:
+            deadline = time.monotonic() + 15  # a process killed a moment ago may still hold it
+            while port_open(port) and time.monotonic() < deadline:
+                time.sleep(0.5)
             if port_open(port):
                 raise StackError(f"{name}: port {port} on 127.0.0.1 is already taken by another process; "
                                  f"stop it or choose another port (see `sensorlake local up --help`)")
