@@ -218,9 +218,6 @@ class LocalStack:
             self._wait_ready(svc, self.pid(name))
             return
         for port in svc.ports:
-            deadline = time.monotonic() + 15  # a process killed a moment ago may still hold it
-            while port_open(port) and time.monotonic() < deadline:
-                time.sleep(0.5)
             if port_open(port):
                 raise StackError(f"{name}: port {port} on 127.0.0.1 is already taken by another process; "
                                  f"stop it or choose another port (see `sensorlake local up --help`)")
@@ -260,6 +257,11 @@ class LocalStack:
             os.kill(pid, signal.SIGKILL)
             while pid_alive(pid):
                 time.sleep(0.1)
+        # A killed JVM's main thread turns zombie before its other threads have exited and its
+        # sockets are closed: wait (bounded) until its ports are free, so a restart can bind them.
+        released = time.monotonic() + 15
+        while any(port_open(p) for p in self.services[name].ports) and time.monotonic() < released:
+            time.sleep(0.2)
         self.pid_path(name).unlink(missing_ok=True)
 
     def up(self, names: list[str] | None = None, progress: Callable[[str], None] = lambda m: None,
