@@ -82,16 +82,6 @@ def say(msg: str) -> None:
 
 
 # ====================================================================== stack and settings
-def bench_settings(home: Path, offset: int) -> Settings:
-    """Like tests/integration/conftest.py, with another port offset (default +40000)."""
-    base = Settings.load(env={k: v for k, v in os.environ.items() if k == "SENSORLAKE_CACHE"})
-    return replace(
-        base, home=str(home), lake=str(home / "lake"), mqtt_port=1883 + offset,
-        kafka_bootstrap=f"127.0.0.1:{9092 + offset}", kafka_controller_port=9093 + offset,
-        flink_rest_port=8081 + offset, flink_rpc_port=6123 + offset, job_server_port=8099 + offset,
-        artifact_port=8098 + offset, expansion_port=8097 + offset, bridge_metrics_port=0, log_level="WARNING")
-
-
 def rest(settings: Settings, path: str, method: str = "GET"):
     req = urllib.request.Request(f"{settings.flink_rest}{path}", method=method)
     with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - our own cluster on 127.0.0.1
@@ -898,11 +888,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     from sensorlake.local.install import install
-    from sensorlake.local.stack import LocalStack
+    from sensorlake.local.stack import LocalStack, isolated_settings
 
     home = Path(a.reuse_home).resolve() if a.reuse_home else Path(tempfile.mkdtemp(prefix="sensorlake-bench-"))
     home.mkdir(parents=True, exist_ok=True)
-    settings = bench_settings(home, a.port_offset)
+    settings = isolated_settings(home, a.port_offset, bridge_metrics_port=0)
     a.parallelism = a.parallelism or settings.parallelism
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     result: dict = {"benchmark": "pipeline", "started_at": stamp, "command": " ".join([sys.argv[0], *argv]),
