@@ -17,6 +17,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
+from pipelines.batching import group_per_bundle
 from pipelines.sinks import LakeRecord
 
 
@@ -57,30 +58,36 @@ class _DedupeBySensor(beam.DoFn):
         self._unique = Metrics.counter("dedupe", "unique")
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN)):
-        _, record = element
+        _, records = element  # one sensor's records of one bundle, in Kafka order
         state = seen.read() or {"seqs": [], "times": []}
-        row = record.row
+        changed = False
+        for record in records:
+            if self._fresh(state, record.row):
+                changed = True
+                self._unique.inc()
+                yield record
+            else:
+                self._duplicates.inc()
+                yield record._replace(dataset=None, row=None)  # consumed, written nowhere
+        if changed:
+            seen.write(state)
+
+    def _fresh(self, state: dict, row: dict) -> bool:
         if row["seq"] is not None:
             fresh = add_seq(state["seqs"], int(row["seq"]))
             if fresh:
                 prune_seqs(state["seqs"], self._seq_horizon)
-        else:
-            t = int(row["event_time"].timestamp() * 1000)
-            times = state["times"]
-            i = bisect.bisect_left(times, t)
-            fresh = not (i < len(times) and times[i] == t)
-            if fresh:
-                times.insert(i, t)
-                floor = times[-1] - self._time_horizon_ms
-                if times[0] < floor:
-                    del times[:bisect.bisect_left(times, floor)]
-        if fresh:
-            seen.write(state)
-            self._unique.inc()
-            yield record
-        else:
-            self._duplicates.inc()
-            yield record._replace(dataset=None, row=None)  # consumed, written nowhere
+            return fresh
+        t = int(row["event_time"].timestamp() * 1000)
+        times = state["times"]
+        i = bisect.bisect_left(times, t)
+        if i < len(times) and times[i] == t:
+            return False
+        times.insert(i, t)
+        floor = times[-1] - self._time_horizon_ms
+        if times[0] < floor:
+            del times[:bisect.bisect_left(times, floor)]
+        return True
 
 
 class DedupeReadings(beam.PTransform):
@@ -102,6 +109,7 @@ class DedupeReadings(beam.PTransform):
         deduped = (
             raw
             | "KeyBySensor" >> beam.Map(lambda r: (r.row["sensor_id"], r))
+            | "BatchBySensor" >> group_per_bundle()
             | "DropDuplicates" >> beam.ParDo(_DedupeBySensor(self._seq_horizon, self._time_horizon_ms))
         )
         return (deduped, other) | "Merge" >> beam.Flatten()

@@ -19,6 +19,11 @@ def flink_options(settings: Settings, job_name: str, extra: list[str] | None = N
         f"--job_name={job_name}",
         f"--parallelism={settings.parallelism}",
         f"--checkpointing_interval={settings.checkpoint_interval_ms}",
+        # Big bundles: the keyed stages get one batch per key per bundle (pipelines/batching.py), and
+        # the runner's default of 1,000 elements / 1 s would touch each of 1,000 sensors about once.
+        # ("mills" is the Java option's spelling; "millis" is silently discarded.)
+        f"--max_bundle_size={settings.bundle_max_elements}",
+        f"--max_bundle_time_mills={settings.bundle_max_ms}",
         # Checkpoints outlive a cancelled job, so it can be resumed from them.
         "--externalized_checkpoints_enabled",
     ]

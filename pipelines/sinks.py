@@ -32,6 +32,8 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 
+from pipelines.batching import group_per_bundle
+
 
 class LakeRecord(NamedTuple):
     """One Kafka record's fate: which dataset and partition folder it goes to, if any.
@@ -93,8 +95,8 @@ class _BufferedWriter(beam.DoFn):
 
     def process(self, element, rows=beam.DoFn.StateParam(ROWS), armed=beam.DoFn.StateParam(ARMED),
                 flush=beam.DoFn.TimerParam(FLUSH)):
-        _, record = element
-        rows.add(record)
+        _, batch = element
+        rows.add(list(batch))  # one bag entry per batch: one state append per key per bundle
         if not armed.read():
             flush.set(time.time() + self._flush_seconds)
             armed.write(True)
@@ -107,6 +109,12 @@ class _BufferedWriter(beam.DoFn):
 
     def flush(self, key, rows, written) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def buffered(rows) -> Iterable:
+        """The buffered records, in the order they came."""
+        for batch in rows.read():
+            yield from batch
 
     def _write(self, path: str, dataset: str, group: list[dict]) -> None:
         write_parquet_atomically(path, pa.Table.from_pylist(group, schema=self._schemas[dataset]))
@@ -122,7 +130,7 @@ class _ChunkWriter(_BufferedWriter):
 
     def flush(self, key, rows, written) -> None:
         kafka_partition, chunk = key
-        by_offset = {r.kafka_offset: r for r in rows.read()}  # a replayed record replaces itself
+        by_offset = {r.kafka_offset: r for r in self.buffered(rows)}  # a replayed record replaces itself
         n = len(by_offset)
         before = written.read()
         if n != (before or 0):
@@ -165,6 +173,7 @@ class WriteLakeChunks(beam.PTransform):
         return (
             records
             | "KeyByChunk" >> beam.Map(lambda r: ((r.kafka_partition, r.kafka_offset // size), r))
+            | "BatchByChunk" >> group_per_bundle()
             | "FlushChunks" >> beam.ParDo(
                 _ChunkWriter(self._lake, self._schemas, size, self._flush_seconds))
         )
@@ -188,7 +197,7 @@ class _WindowFileWriter(_BufferedWriter):
     def flush(self, key, rows, written) -> None:
         dataset, start, shard = key
         newest: dict[str, dict] = {}
-        for r in rows.read():
+        for r in self.buffered(rows):
             old = newest.get(r.sensor_id)
             if old is None or r.row["version"] >= old["version"]:
                 newest[r.sensor_id] = r.row
@@ -220,5 +229,6 @@ class WriteWindowFiles(beam.PTransform):
             rows
             | "KeyByMinuteFile" >> beam.Map(
                 lambda r: ((r.dataset, r.window_start_ms, zlib.crc32(r.sensor_id.encode()) % shards), r))
+            | "BatchByMinuteFile" >> group_per_bundle()
             | "FlushMinuteFiles" >> beam.ParDo(_WindowFileWriter(self._lake, self._schemas, self._flush_seconds))
         )

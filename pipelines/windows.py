@@ -38,6 +38,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
+from pipelines.batching import group_per_bundle
 from pipelines.quality import Thresholds, completeness, range_validity
 from pipelines.schemas import READINGS_1MIN_DATASET, SENSOR_QUALITY_DATASET
 from sensorlake.registry import Sensor
@@ -165,7 +166,7 @@ def _empty_minutes(first: int, end: int, opened: Mapping[int, dict], limit: int)
 
 
 class SensorMinutes(beam.DoFn):
-    """(sensor_id, Observation | Heartbeat) -> WindowRows, with the sensor's clock in keyed state.
+    """(sensor_id, [Observation | Heartbeat, ...]) -> WindowRows, with the sensor's clock in keyed state.
 
     ``registry`` is a callable returning the current registry, so that a reloaded registry applies
     to the next window without a restart; ``clock`` gives processing time (``emitted_at``).
@@ -191,17 +192,18 @@ class SensorMinutes(beam.DoFn):
         return int((self._clock or time.time)() * 1000)
 
     def process(self, element, state=beam.DoFn.StateParam(SENSOR)):
-        sensor_id, event = element
+        sensor_id, events = element  # one sensor's events of one bundle, in arrival order
         sensor = self._registry().get(sensor_id)
         st = state.read()
         out: list[WindowRow] = []
-        if isinstance(event, Heartbeat):
-            st = self._heartbeat(sensor_id, st, event, sensor, out)
-        else:
-            if st is None:
-                st = self._start(event.event_time_ms - self._s.out_of_orderness_ms, event.arrival_ms)
-                st["next"] = window_start(event.event_time_ms)
-            self._observe(sensor_id, st, event, sensor, out)
+        for event in events:
+            if isinstance(event, Heartbeat):
+                st = self._heartbeat(sensor_id, st, event, sensor, out)
+            else:
+                if st is None:
+                    st = self._start(event.event_time_ms - self._s.out_of_orderness_ms, event.arrival_ms)
+                    st["next"] = window_start(event.event_time_ms)
+                self._observe(sensor_id, st, event, sensor, out)
         if st is not None:
             state.write(st)
         yield from out
@@ -334,6 +336,14 @@ class AddHeartbeats(beam.DoFn):
             yield sensor_id, beat
 
 
+def heartbeat_after_heartbeat(group: list, new) -> bool:
+    """In a run of heartbeats only the first and the newest matter: the first may start a silent
+    sensor's clock (and so its `missing` minutes), and clocks only move on, so the newest says all
+    that the ones in between said."""
+    return (isinstance(new, Heartbeat) and len(group) >= 2
+            and isinstance(group[-1], Heartbeat) and isinstance(group[-2], Heartbeat))
+
+
 class ResampleAndScore(beam.PTransform):
     """Observations -> WindowRows of curated/readings_1min and quality/sensor_quality_1min."""
 
@@ -351,5 +361,6 @@ class ResampleAndScore(beam.PTransform):
             + 2 * WINDOW_MS
         return (observations
                 | "AddHeartbeats" >> beam.ParDo(AddHeartbeats(self._registry, self._interval, horizon))
+                | "BatchBySensor" >> group_per_bundle(supersedes=heartbeat_after_heartbeat)
                 | "SensorMinutes" >> beam.ParDo(
                     SensorMinutes(self._registry, self._thresholds, self._s, self._clock)))

@@ -85,6 +85,9 @@ class Settings:
     environment_config: str = _opt("", "Beam environment config (PROCESS command or worker pool).")
     parallelism: int = _opt(1, "Pipeline parallelism.")
     checkpoint_interval_ms: int = _opt(10_000, "Flink checkpoint interval.")
+    bundle_max_elements: int = _opt(
+        50_000, "Elements per Beam bundle at most: each keyed stage gets one batch per key per bundle.")
+    bundle_max_ms: int = _opt(5_000, "A Beam bundle is closed after this long (adds at most this to freshness).")
 
     # Event time, 1-minute windows and quality (DESIGN.md, "Quality metrics")
     out_of_orderness_ms: int = _opt(10_000, "A sensor's watermark trails its newest event time by this.")

@@ -19,10 +19,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
+from pipelines.batching import GroupPerBundle
 from pipelines.quality import Thresholds
 from pipelines.schemas import READINGS_1MIN, READINGS_1MIN_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET
-from pipelines.windows import AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings
+from pipelines.windows import (AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings,
+                               heartbeat_after_heartbeat)
 from sensorlake.registry import parse_registry
 
 UTC = timezone.utc
@@ -114,10 +117,15 @@ def _counters(batches, registry, settings, thresholds):
     heartbeats.setup()
     states: dict[str, _State] = {}
     out = []
-    for batch in batches:
+    for batch in batches:  # one bundle each, batched per sensor as the job does
+        group = GroupPerBundle(heartbeat_after_heartbeat)
+        group.start_bundle()
         for o in batch:
-            for sensor_id, event in heartbeats.process(o):
-                out.extend(minutes.process((sensor_id, event), states.setdefault(sensor_id, _State())))
+            for keyed in heartbeats.process(o):
+                group.process(keyed, timestamp=Timestamp(0))
+        for wv in group.finish_bundle():
+            sensor_id, _ = wv.value
+            out.extend(minutes.process(wv.value, states.setdefault(sensor_id, _State())))
     return counts, out
 
 
@@ -331,7 +339,7 @@ def test_parallel_readers_never_move_a_sensor_by_another_partitions_clock():
         for reader, o in ((reader0, a), (reader1, b)):
             for sensor_id, event in reader.process(o):
                 if sensor_id in ("1", "2"):
-                    out.extend(minutes.process((sensor_id, event), states.setdefault(sensor_id, _State())))
+                    out.extend(minutes.process((sensor_id, [event]), states.setdefault(sensor_id, _State())))
     assert counts.get("late_readings", 0) == counts.get("dropped_beyond_lateness", 0) == 0
     current = {}
     for r in sorted((r for r in out if r.dataset == SENSOR_QUALITY_DATASET), key=lambda r: r.row["version"]):

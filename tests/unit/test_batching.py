@@ -1,0 +1,47 @@
+"""GroupPerBundle: one (key, Batch) per key per bundle, values in arrival order, one pickle each."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.timestamp import Timestamp
+
+from pipelines.batching import Batch, BatchCoder, GroupPerBundle, group_per_bundle
+from pipelines.windows import Heartbeat, Observation, heartbeat_after_heartbeat
+
+
+def _bundle(dofn, elements):
+    dofn.start_bundle()
+    for i, e in enumerate(elements):
+        dofn.process(e, timestamp=Timestamp(100 - i))
+    return [(wv.value, wv.timestamp) for wv in dofn.finish_bundle()]
+
+
+def test_values_are_grouped_per_key_in_arrival_order_with_the_earliest_timestamp():
+    out = _bundle(GroupPerBundle(), [("a", 1), ("b", 2), ("a", 3), ("a", 2)])
+    assert out == [(("a", [1, 3, 2]), Timestamp(97)), (("b", [2]), Timestamp(97))]
+    assert all(isinstance(batch, Batch) for (_, batch), _ in out)
+    assert _bundle(GroupPerBundle(), []) == []
+
+
+def test_a_run_of_heartbeats_keeps_its_first_and_newest():
+    obs = Observation("1", 0, 1.0, 0, 0, "C")
+    beats = [Heartbeat(((0, ms),)) for ms in (5_000, 10_000, 15_000, 20_000)]
+    out = _bundle(GroupPerBundle(heartbeat_after_heartbeat), [("1", v) for v in [obs, *beats, obs, beats[0]]])
+    assert out[0][0] == ("1", [obs, beats[0], beats[3], obs, beats[0]])
+
+
+def test_batch_coder_round_trips_named_tuples():
+    batch = Batch([Observation("1", 0, 1.5, None, 3, "C"), Heartbeat(((0, 1), (1, 2)))])
+    coder = BatchCoder()
+    back = coder.decode(coder.encode(batch))
+    assert back == batch and isinstance(back, Batch) and type(back[0]) is Observation
+
+
+def test_in_a_pipeline_every_value_arrives_once_in_its_keys_batches():
+    values = [(k, i) for i in range(50) for k in "abc"]
+    with TestPipeline() as p:
+        out = (p | beam.Create(values) | group_per_bundle()
+               | beam.FlatMap(lambda kv: [(kv[0], v) for v in kv[1]]))
+        assert_that(out, equal_to(values))
