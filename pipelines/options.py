@@ -29,4 +29,7 @@ def flink_options(settings: Settings, job_name: str, extra: list[str] | None = N
     ]
     if settings.environment_config:
         args.append(f"--environment_config={settings.environment_config}")
-    return PipelineOptions(args + list(extra or []))
+    extra = list(extra or [])
+    overridden = {a.split("=", 1)[0] for a in extra}
+    # An extra option replaces ours of the same name (a repeated option makes the job server fail).
+    return PipelineOptions([a for a in args if a.split("=", 1)[0] not in overridden] + extra)
