@@ -379,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         ended = "interrupted"
     finally:
+        # A second Ctrl-C must not abandon the clean-up half way (the stack would keep running).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         reports = {}
         for name in [n for n in procs if n.startswith("generator")]:
             stop(procs[name], signal.SIGINT)  # it waits for the last PUBACKs and writes its report
