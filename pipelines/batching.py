@@ -14,12 +14,20 @@ a stateful DoFn sees exactly the sequence it would have seen element by element.
 from __future__ import annotations
 
 import pickle
-from typing import Any, Callable, Tuple
+import zlib
+from typing import Any, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import coders
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+
+
+def shard_of(sensor_id: str, shards: int) -> int:
+    """The key a sensor's state lives under: sensors are spread over ``shards`` keys, because the
+    harness reads and commits state once per key per bundle (one gRPC round trip each), so a key
+    per sensor makes a fleet of thousands pay thousands of round trips every bundle."""
+    return zlib.crc32(sensor_id.encode()) % shards
 
 
 class Batch(list):
@@ -50,15 +58,9 @@ KeyedBatch = Tuple[Any, Batch]
 class GroupPerBundle(beam.DoFn):
     """(key, value) -> (key, Batch of values), once per key per bundle.
 
-    ``supersedes(group, new)``, when given, says that ``new`` makes the last value buffered for its
-    key pointless (a run of heartbeats), so ``new`` takes its place.
-
     Only for the global window (the job's windows are kept in keyed state, not Beam windows); a
     batch carries the earliest timestamp of its bundle, so it is never later than its values.
     """
-
-    def __init__(self, supersedes: Callable[[Batch, Any], bool] | None = None):
-        self._supersedes = supersedes
 
     def start_bundle(self):
         self._groups: dict[Any, Batch] = {}
@@ -71,9 +73,6 @@ class GroupPerBundle(beam.DoFn):
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = Batch()
-        elif self._supersedes is not None and self._supersedes(group, value):
-            group[-1] = value
-            return ()
         group.append(value)
         return ()  # everything comes out in finish_bundle
 
@@ -84,6 +83,6 @@ class GroupPerBundle(beam.DoFn):
         self._groups = {}
 
 
-def group_per_bundle(supersedes: Callable[[Batch, Any], bool] | None = None) -> beam.ParDo:
+def group_per_bundle() -> beam.ParDo:
     """The ParDo, typed so that its output uses BatchCoder behind a deterministic key coder."""
-    return beam.ParDo(GroupPerBundle(supersedes)).with_output_types(KeyedBatch)
+    return beam.ParDo(GroupPerBundle()).with_output_types(KeyedBatch)

@@ -17,7 +17,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipelines.batching import group_per_bundle
+from pipelines.batching import group_per_bundle, shard_of
 from pipelines.sinks import LakeRecord
 
 
@@ -58,10 +58,13 @@ class _DedupeBySensor(beam.DoFn):
         self._unique = Metrics.counter("dedupe", "unique")
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN)):
-        _, records = element  # one sensor's records of one bundle, in Kafka order
-        state = seen.read() or {"seqs": [], "times": []}
+        _, records = element  # one shard's records of one bundle, in Kafka order
+        by_sensor: dict[str, dict] = seen.read() or {}
         changed = False
         for record in records:
+            state = by_sensor.get(record.row["sensor_id"])
+            if state is None:
+                state = by_sensor[record.row["sensor_id"]] = {"seqs": [], "times": []}
             if self._fresh(state, record.row):
                 changed = True
                 self._unique.inc()
@@ -70,7 +73,7 @@ class _DedupeBySensor(beam.DoFn):
                 self._duplicates.inc()
                 yield record._replace(dataset=None, row=None)  # consumed, written nowhere
         if changed:
-            seen.write(state)
+            seen.write(by_sensor)
 
     def _fresh(self, state: dict, row: dict) -> bool:
         if row["seq"] is not None:
@@ -96,20 +99,22 @@ class DedupeReadings(beam.PTransform):
     Records of other datasets (rejected payloads) pass through untouched.
     """
 
-    def __init__(self, raw_dataset: str, seq_horizon: int = 1_000_000, time_horizon_ms: int = 3_600_000):
+    def __init__(self, raw_dataset: str, seq_horizon: int = 1_000_000, time_horizon_ms: int = 3_600_000,
+                 shards: int = 64):
         super().__init__()
         self._raw_dataset = raw_dataset
+        self._shards = shards
         self._seq_horizon = seq_horizon
         self._time_horizon_ms = time_horizon_ms
 
     def expand(self, records):
-        raw_ds = self._raw_dataset
+        raw_ds, shards = self._raw_dataset, self._shards
         raw, other = records | "SplitRaw" >> beam.Partition(
             lambda r, _: 0 if r.dataset == raw_ds else 1, 2)
         deduped = (
             raw
-            | "KeyBySensor" >> beam.Map(lambda r: (r.row["sensor_id"], r))
-            | "BatchBySensor" >> group_per_bundle()
+            | "KeyByShard" >> beam.Map(lambda r: (shard_of(r.row["sensor_id"], shards), r))
+            | "BatchByShard" >> group_per_bundle()
             | "DropDuplicates" >> beam.ParDo(_DedupeBySensor(self._seq_horizon, self._time_horizon_ms))
         )
         return (deduped, other) | "Merge" >> beam.Flatten()

@@ -32,11 +32,11 @@ from sensorlake.registry import parse_registry
 from sensorlake.settings import Settings
 
 JOB_NAME = "sensorlake-lake"
-PIPELINE_SETTINGS = ["lake", "registry", "kafka_bootstrap", "kafka_topic", "job_server_port",
-                     "artifact_port", "expansion_port", "flink_rest_port", "environment_type",
-                     "environment_config", "parallelism", "checkpoint_interval_ms", "bundle_max_elements",
-                     "bundle_max_ms", "log_level", "out_of_orderness_ms", "allowed_lateness_ms",
-                     "idle_timeout_ms", "heartbeat_interval_ms", "max_missing_windows", "window_shards",
+PIPELINE_SETTINGS = ["lake", "registry", "kafka_bootstrap", "kafka_topic", "job_server_port", "artifact_port",
+                     "expansion_port", "flink_rest_port", "environment_type", "environment_config",
+                     "parallelism", "checkpoint_interval_ms", "bundle_max_elements", "bundle_max_ms",
+                     "log_level", "out_of_orderness_ms", "allowed_lateness_ms", "idle_timeout_ms",
+                     "heartbeat_interval_ms", "max_missing_windows", "window_shards", "state_shards",
                      "registry_refresh_s", "quality_ok_completeness", "quality_ok_validity",
                      "quality_bad_completeness", "quality_bad_validity"]
 
@@ -48,7 +48,7 @@ def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_
               | "Parse" >> beam.ParDo(ParseReadings(registry))
               .with_outputs(ParseReadings.READINGS_TAG, main="lake"))
     (parsed.lake
-     | "Dedupe" >> DedupeReadings(RAW_READINGS_DATASET)
+     | "Dedupe" >> DedupeReadings(RAW_READINGS_DATASET, shards=settings.state_shards)
      | "WriteLake" >> WriteLakeChunks(settings.lake, SCHEMAS, chunk_size=chunk_size, flush_seconds=flush_seconds))
     (parsed[ParseReadings.READINGS_TAG]
      | "ResampleAndScore" >> ResampleAndScore(

@@ -38,7 +38,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipelines.batching import group_per_bundle
+from pipelines.batching import group_per_bundle, shard_of
 from pipelines.quality import Thresholds, completeness, range_validity
 from pipelines.schemas import READINGS_1MIN_DATASET, SENSOR_QUALITY_DATASET
 from sensorlake.registry import Sensor
@@ -83,10 +83,18 @@ class WindowSettings(NamedTuple):
     allowed_lateness_ms: int = 300_000
     idle_timeout_ms: int = 30_000
     max_missing_windows: int = 60
+    shards: int = 64  # keys the sensors' clocks are spread over (see batching.shard_of)
 
     @classmethod
     def from_settings(cls, s) -> "WindowSettings":
-        return cls(s.out_of_orderness_ms, s.allowed_lateness_ms, s.idle_timeout_ms, s.max_missing_windows)
+        return cls(s.out_of_orderness_ms, s.allowed_lateness_ms, s.idle_timeout_ms, s.max_missing_windows,
+                   s.state_shards)
+
+    @property
+    def horizon_ms(self) -> int:
+        """How long an unregistered sensor is remembered after its last reading: long enough for
+        its last windows to close and pass their lateness."""
+        return self.idle_timeout_ms + self.out_of_orderness_ms + self.allowed_lateness_ms + 2 * WINDOW_MS
 
 
 def _dt(ms: int) -> datetime:
@@ -166,13 +174,14 @@ def _empty_minutes(first: int, end: int, opened: Mapping[int, dict], limit: int)
 
 
 class SensorMinutes(beam.DoFn):
-    """(sensor_id, [Observation | Heartbeat, ...]) -> WindowRows, with the sensor's clock in keyed state.
+    """(shard, [Observation | Heartbeat, ...]) -> WindowRows, with the clocks of the shard's sensors
+    in keyed state (a dict by sensor id; see batching.shard_of for why not a key per sensor).
 
     ``registry`` is a callable returning the current registry, so that a reloaded registry applies
     to the next window without a restart; ``clock`` gives processing time (``emitted_at``).
     """
 
-    SENSOR = ReadModifyWriteStateSpec("sensor", PickleCoder())
+    SENSORS = ReadModifyWriteStateSpec("sensors", PickleCoder())
 
     def __init__(self, registry: Callable[[], Mapping[str, Sensor]], thresholds: Thresholds,
                  settings: WindowSettings = WindowSettings(), clock: Callable[[], float] | None = None):
@@ -180,6 +189,7 @@ class SensorMinutes(beam.DoFn):
         self._thresholds = thresholds
         self._s = settings
         self._clock = clock
+        self._members: tuple[object, dict[int, list[str]]] = (None, {})
         self._on_time = Metrics.counter("windows", "windows_closed")
         self._missing = Metrics.counter("windows", "missing_windows")
         self._suppressed = Metrics.counter("windows", "missing_windows_not_listed")
@@ -187,26 +197,56 @@ class SensorMinutes(beam.DoFn):
         self._late_updates = Metrics.counter("windows", "late_updates")
         self._dropped = Metrics.counter("windows", "dropped_beyond_lateness")
         self._duplicates = Metrics.counter("windows", "duplicates")
+        self._forgotten = Metrics.counter("windows", "unregistered_sensors_forgotten")
 
     def _now_ms(self) -> int:
         return int((self._clock or time.time)() * 1000)
 
-    def process(self, element, state=beam.DoFn.StateParam(SENSOR)):
-        sensor_id, events = element  # one sensor's events of one bundle, in arrival order
-        sensor = self._registry().get(sensor_id)
-        st = state.read()
+    def _registered_in(self, shard: int, registry: Mapping[str, Sensor]) -> list[str]:
+        """The registered sensors of a shard, computed once per registry version."""
+        if self._members[0] is not registry:
+            members: dict[int, list[str]] = {}
+            for sensor_id in sorted(registry):
+                members.setdefault(shard_of(sensor_id, self._s.shards), []).append(sensor_id)
+            self._members = (registry, members)
+        return self._members[1].get(shard, [])
+
+    def process(self, element, state=beam.DoFn.StateParam(SENSORS)):
+        shard, events = element  # the shard's events of one bundle, in arrival order
+        registry = self._registry()
+        sensors: dict[str, dict] = state.read() or {}
         out: list[WindowRow] = []
         for event in events:
             if isinstance(event, Heartbeat):
-                st = self._heartbeat(sensor_id, st, event, sensor, out)
-            else:
-                if st is None:
-                    st = self._start(event.event_time_ms - self._s.out_of_orderness_ms, event.arrival_ms)
-                    st["next"] = window_start(event.event_time_ms)
-                self._observe(sensor_id, st, event, sensor, out)
-        if st is not None:
-            state.write(st)
+                self._beat(shard, sensors, event, registry, out)
+                continue
+            st = sensors.get(event.sensor_id)
+            if st is None:
+                st = sensors[event.sensor_id] = self._start(
+                    event.event_time_ms - self._s.out_of_orderness_ms, event.arrival_ms)
+                st["next"] = window_start(event.event_time_ms)
+            self._observe(event.sensor_id, st, event, registry.get(event.sensor_id), out)
+        state.write(sensors)
         yield from out
+
+    def _beat(self, shard: int, sensors: dict[str, dict], beat: Heartbeat, registry: Mapping[str, Sensor],
+              out: list[WindowRow]) -> None:
+        """A heartbeat reaches every sensor of the shard: the registered ones (a silent one gets its
+        `missing` minutes) and the unregistered ones seen within the horizon; an unregistered
+        sensor silent for longer has no window left that could change, so it is forgotten."""
+        floor = max(ms for _, ms in beat.clocks) - self._s.horizon_ms
+        for sensor_id in self._registered_in(shard, registry):
+            if sensor_id not in sensors:
+                st = self._heartbeat(sensor_id, None, beat, registry[sensor_id], out)
+                if st is not None:
+                    sensors[sensor_id] = st
+        for sensor_id in list(sensors):
+            st, sensor = sensors[sensor_id], registry.get(sensor_id)
+            if sensor is None and (st["last_arrival"] is None or st["last_arrival"] < floor):
+                del sensors[sensor_id]
+                self._forgotten.inc()
+                continue
+            self._heartbeat(sensor_id, st, beat, sensor, out)
 
     def _heartbeat(self, sensor_id: str, st: dict | None, beat: Heartbeat, sensor: Sensor | None,
                    out: list[WindowRow]) -> dict | None:
@@ -295,31 +335,27 @@ class SensorMinutes(beam.DoFn):
 
 
 class AddHeartbeats(beam.DoFn):
-    """Observation -> (sensor_id, Observation), plus (sensor_id, Heartbeat) for every known sensor
-    every ``interval_ms`` of arrival time.
+    """Observation -> (shard, Observation), plus (shard, Heartbeat) for every shard every
+    ``interval_ms`` of arrival time.
 
     The heartbeat carries this reader's arrival clock per Kafka partition; each sensor applies the
     clock of its own partition (see Heartbeat), so catching up a backlog partition by partition,
-    or a reader ahead of another, never makes a sensor late. Known = registered, or seen within
-    ``horizon_ms`` (long enough for an unregistered sensor's last windows to close). The state here
-    is per DoFn instance and soft: a heartbeat can only move an idle sensor on, so repeats from
-    parallel instances are harmless, and after a restart the clocks rebuild from the records.
+    or a reader ahead of another, never makes a sensor late. The state here is per DoFn instance
+    and soft: a heartbeat can only move an idle sensor on, so repeats from parallel instances are
+    harmless, and after a restart the clocks rebuild from the records.
     """
 
-    def __init__(self, registry: Callable[[], Mapping[str, Sensor]], interval_ms: int, horizon_ms: int):
-        self._registry = registry
+    def __init__(self, interval_ms: int, shards: int):
         self._interval_ms = interval_ms
-        self._horizon_ms = horizon_ms
+        self._shards = shards
         self._heartbeats = Metrics.counter("windows", "heartbeats")
 
     def setup(self):
         self._clock: dict[int, int] = {}  # partition -> newest arrival time
         self._last_beat = 0
-        self._recent: dict[str, int] = {}  # sensor -> last arrival
 
     def process(self, obs: Observation):
-        yield obs.sensor_id, obs
-        self._recent[obs.sensor_id] = obs.arrival_ms
+        yield shard_of(obs.sensor_id, self._shards), obs
         if obs.arrival_ms <= self._clock.get(obs.partition, 0):
             return
         self._clock[obs.partition] = obs.arrival_ms
@@ -327,21 +363,10 @@ class AddHeartbeats(beam.DoFn):
         if newest - self._last_beat < self._interval_ms:
             return
         self._last_beat = newest
-        floor = newest - self._horizon_ms
-        self._recent = {k: v for k, v in self._recent.items() if v >= floor}
         beat = Heartbeat(tuple(sorted(self._clock.items())))
-        sensors = sorted(set(self._registry()) | set(self._recent))
-        self._heartbeats.inc(len(sensors))
-        for sensor_id in sensors:
-            yield sensor_id, beat
-
-
-def heartbeat_after_heartbeat(group: list, new) -> bool:
-    """In a run of heartbeats only the first and the newest matter: the first may start a silent
-    sensor's clock (and so its `missing` minutes), and clocks only move on, so the newest says all
-    that the ones in between said."""
-    return (isinstance(new, Heartbeat) and len(group) >= 2
-            and isinstance(group[-1], Heartbeat) and isinstance(group[-2], Heartbeat))
+        self._heartbeats.inc(self._shards)
+        for shard in range(self._shards):
+            yield shard, beat
 
 
 class ResampleAndScore(beam.PTransform):
@@ -357,10 +382,8 @@ class ResampleAndScore(beam.PTransform):
         self._clock = clock
 
     def expand(self, observations):
-        horizon = self._s.idle_timeout_ms + self._s.out_of_orderness_ms + self._s.allowed_lateness_ms \
-            + 2 * WINDOW_MS
         return (observations
-                | "AddHeartbeats" >> beam.ParDo(AddHeartbeats(self._registry, self._interval, horizon))
-                | "BatchBySensor" >> group_per_bundle(supersedes=heartbeat_after_heartbeat)
+                | "AddHeartbeats" >> beam.ParDo(AddHeartbeats(self._interval, self._s.shards))
+                | "BatchByShard" >> group_per_bundle()
                 | "SensorMinutes" >> beam.ParDo(
                     SensorMinutes(self._registry, self._thresholds, self._s, self._clock)))

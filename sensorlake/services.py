@@ -127,13 +127,12 @@ BRIDGE_SETTINGS = ("mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_bridge_u
 GENERATOR_SETTINGS = ("registry", "mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_generator_user",
                       "mqtt_generator_password", "mqtt_tls_ca", "mqtt_qos", "log_level")
 PIPELINE_SETTINGS = ("lake", "registry", "kafka_bootstrap", "kafka_topic", "flink_host", "flink_rest_port",
-                     "job_server_host", "job_server_port", "artifact_port", "expansion_host",
-                     "expansion_port", "environment_type", "environment_config", "parallelism",
-                     "checkpoint_interval_ms", "bundle_max_elements", "bundle_max_ms", "log_level",
-                     "out_of_orderness_ms", "allowed_lateness_ms", "idle_timeout_ms",
-                     "heartbeat_interval_ms", "max_missing_windows", "window_shards", "registry_refresh_s",
-                     "quality_ok_completeness", "quality_ok_validity", "quality_bad_completeness",
-                     "quality_bad_validity")
+                     "job_server_host", "job_server_port", "artifact_port", "expansion_host", "expansion_port",
+                     "environment_type", "environment_config", "parallelism", "checkpoint_interval_ms",
+                     "bundle_max_elements", "bundle_max_ms", "log_level", "out_of_orderness_ms",
+                     "allowed_lateness_ms", "idle_timeout_ms", "heartbeat_interval_ms", "max_missing_windows",
+                     "window_shards", "state_shards", "registry_refresh_s", "quality_ok_completeness",
+                     "quality_ok_validity", "quality_bad_completeness", "quality_bad_validity")
 CATALOG_SETTINGS = ("lake", "catalog_host", "catalog_port", "catalog_interval_s", "freshness_warn_s",
                     "freshness_error_s", "data_owner", "data_contact", "log_level")
 FLINK_SETTINGS = ("flink_host", "flink_rest_port", "flink_rpc_port", "flink_taskmanager_slots", "log_level")

@@ -99,6 +99,9 @@ class Settings:
     max_missing_windows: int = _opt(
         60, "At most this many `missing` rows per watermark jump (a long gap is counted, not listed).")
     window_shards: int = _opt(1, "Files per dataset per minute in curated/ and quality/.")
+    state_shards: int = _opt(
+        64, "Keys the per-sensor state (de-duplication, clocks) is spread over: state is read and "
+            "committed once per key per bundle; at least the parallelism.")
     registry_refresh_s: int = _opt(60, "How often the running job re-reads the registry file.")
     quality_ok_completeness: float = _opt(0.95, "Status ok needs completeness >= this ...")
     quality_ok_validity: float = _opt(0.99, "... and range validity >= this.")

@@ -7,8 +7,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.batching import Batch, BatchCoder, GroupPerBundle, group_per_bundle
-from pipelines.windows import Heartbeat, Observation, heartbeat_after_heartbeat
+from pipelines.batching import Batch, BatchCoder, GroupPerBundle, group_per_bundle, shard_of
+from pipelines.windows import Heartbeat, Observation
 
 
 def _bundle(dofn, elements):
@@ -25,11 +25,11 @@ def test_values_are_grouped_per_key_in_arrival_order_with_the_earliest_timestamp
     assert _bundle(GroupPerBundle(), []) == []
 
 
-def test_a_run_of_heartbeats_keeps_its_first_and_newest():
-    obs = Observation("1", 0, 1.0, 0, 0, "C")
-    beats = [Heartbeat(((0, ms),)) for ms in (5_000, 10_000, 15_000, 20_000)]
-    out = _bundle(GroupPerBundle(heartbeat_after_heartbeat), [("1", v) for v in [obs, *beats, obs, beats[0]]])
-    assert out[0][0] == ("1", [obs, beats[0], beats[3], obs, beats[0]])
+def test_sensors_spread_over_shards_stably():
+    ids = [str(i) for i in range(1000)]
+    shards = [shard_of(i, 64) for i in ids]
+    assert shards == [shard_of(i, 64) for i in ids]  # same key on every worker and run
+    assert set(shards) == set(range(64)) and max(map(shards.count, set(shards))) < 40
 
 
 def test_batch_coder_round_trips_named_tuples():

@@ -24,8 +24,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipelines.batching import GroupPerBundle
 from pipelines.quality import Thresholds
 from pipelines.schemas import READINGS_1MIN, READINGS_1MIN_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET
-from pipelines.windows import (AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings,
-                               heartbeat_after_heartbeat)
+from pipelines.windows import AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings
 from sensorlake.registry import parse_registry
 
 UTC = timezone.utc
@@ -112,20 +111,20 @@ class _Counter:
 def _counters(batches, registry, settings, thresholds):
     counts: dict[str, int] = {}
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Counter(counts, name)):
-        heartbeats = AddHeartbeats(lambda: registry, 5_000, 10 * 60_000)
+        heartbeats = AddHeartbeats(5_000, settings.shards)
         minutes = SensorMinutes(lambda: registry, thresholds, settings, clock=lambda: NOW)
     heartbeats.setup()
-    states: dict[str, _State] = {}
+    states: dict[int, _State] = {}
     out = []
-    for batch in batches:  # one bundle each, batched per sensor as the job does
-        group = GroupPerBundle(heartbeat_after_heartbeat)
+    for batch in batches:  # one bundle each, batched per shard as the job does
+        group = GroupPerBundle()
         group.start_bundle()
         for o in batch:
             for keyed in heartbeats.process(o):
                 group.process(keyed, timestamp=Timestamp(0))
         for wv in group.finish_bundle():
-            sensor_id, _ = wv.value
-            out.extend(minutes.process(wv.value, states.setdefault(sensor_id, _State())))
+            shard, _ = wv.value
+            out.extend(minutes.process(wv.value, states.setdefault(shard, _State())))
     return counts, out
 
 
@@ -325,21 +324,20 @@ def test_parallel_readers_never_move_a_sensor_by_another_partitions_clock():
     moved by it: none of its readings may turn late."""
     counts: dict[str, int] = {}
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Counter(counts, name)):
-        reader0 = AddHeartbeats(lambda: REGISTRY, 5_000, 10 * 60_000)
-        reader1 = AddHeartbeats(lambda: REGISTRY, 5_000, 10 * 60_000)
+        reader0 = AddHeartbeats(5_000, WindowSettings().shards)
+        reader1 = AddHeartbeats(5_000, WindowSettings().shards)
         minutes = SensorMinutes(lambda: {"1": REGISTRY["1"], "2": REGISTRY["2"]}, THRESHOLDS, clock=lambda: NOW)
     reader0.setup()
     reader1.setup()
-    states: dict[str, _State] = {}
+    states: dict[int, _State] = {}
     out = []
     p0 = [o._replace(partition=0) for o in minute("1", range(0, 200))]
     # partition 1 lags 100 s of arrival time behind partition 0 (a slower reader, a backlog)
     p1 = [o._replace(partition=1, arrival_ms=o.arrival_ms - 100_000) for o in minute("2", range(0, 200))]
     for a, b in zip(p0, p1):
         for reader, o in ((reader0, a), (reader1, b)):
-            for sensor_id, event in reader.process(o):
-                if sensor_id in ("1", "2"):
-                    out.extend(minutes.process((sensor_id, [event]), states.setdefault(sensor_id, _State())))
+            for shard, event in reader.process(o):
+                out.extend(minutes.process((shard, [event]), states.setdefault(shard, _State())))
     assert counts.get("late_readings", 0) == counts.get("dropped_beyond_lateness", 0) == 0
     current = {}
     for r in sorted((r for r in out if r.dataset == SENSOR_QUALITY_DATASET), key=lambda r: r.row["version"]):
