@@ -263,6 +263,16 @@ def test_unregistered_sensor_rows():
         c([o.value for o in data], 0, 59, sid="ghost")]
 
 
+def test_an_unregistered_sensor_silent_past_the_horizon_is_forgotten_after_its_windows_closed():
+    """Its state would otherwise stay forever (a fleet's typos and decommissioned sensors)."""
+    horizon_min = WindowSettings().horizon_ms // 60_000
+    live = minute("1", range(0, 60 * (horizon_min + 3)))
+    rows, counters = run([minute("ghost", range(0, 30)), live], registry={"1": REGISTRY["1"]})
+    assert counters["unregistered_sensors_forgotten"] == 1
+    # forgotten only after its minute had its final rows
+    assert [r["received"] for r in quality(rows, "ghost")] == [30]
+
+
 def test_thresholds_come_from_configuration():
     strict = Thresholds(ok_completeness=1.0, ok_validity=1.0, bad_completeness=0.96, bad_validity=0.9)
     rows, _ = run([minute()[:57], CLOSE], registry={"1": REGISTRY["1"]}, thresholds=strict)
