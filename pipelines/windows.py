@@ -234,7 +234,7 @@ class SensorMinutes(beam.DoFn):
         """A heartbeat reaches every sensor of the shard: the registered ones (a silent one gets its
         `missing` minutes) and the unregistered ones seen within the horizon; an unregistered
         sensor silent for longer has no window left that could change, so it is forgotten."""
-        floor = max(ms for _, ms in beat.clocks) - self._s.horizon_ms
+        clocks = dict(beat.clocks)
         for sensor_id in self._registered_in(shard, registry):
             if sensor_id not in sensors:
                 st = self._heartbeat(sensor_id, None, beat, registry[sensor_id], out)
@@ -242,7 +242,8 @@ class SensorMinutes(beam.DoFn):
                     sensors[sensor_id] = st
         for sensor_id in list(sensors):
             st, sensor = sensors[sensor_id], registry.get(sensor_id)
-            if sensor is None and (st["last_arrival"] is None or st["last_arrival"] < floor):
+            own = clocks.get(st.get("partition"))  # its own partition's clock, as for idleness
+            if sensor is None and own is not None and (st["last_arrival"] or 0) < own - self._s.horizon_ms:
                 del sensors[sensor_id]
                 self._forgotten.inc()
                 continue

@@ -271,6 +271,10 @@ def test_an_unregistered_sensor_silent_past_the_horizon_is_forgotten_after_its_w
     assert counters["unregistered_sensors_forgotten"] == 1
     # forgotten only after its minute had its final rows
     assert [r["received"] for r in quality(rows, "ghost")] == [30]
+    # by its own partition's clock: a backlog read partition after partition must not lose it
+    other = [o._replace(partition=1) for o in minute("ghost", range(0, 30))]
+    _, counters = run([other, live], registry={"1": REGISTRY["1"]})
+    assert counters.get("unregistered_sensors_forgotten", 0) == 0
 
 
 def test_thresholds_come_from_configuration():
