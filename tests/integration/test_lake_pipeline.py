@@ -7,6 +7,7 @@ timestamp = event time), including bridge-style redeliveries at new offsets.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -28,6 +29,15 @@ def _query(sql: str):
         return duckdb.connect().execute(sql).fetchall()
     except duckdb.IOException:
         return None  # no file yet
+
+
+def _tick(settings, stop: threading.Event) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    while not stop.wait(1.0):
+        ms = int(time.time() * 1000)
+        producer.send(settings.kafka_topic, key=b"tick", timestamp_ms=ms,
+                      value=json.dumps({"sensor_id": "tick", "timestamp": ms, "value": 0.0}).encode())
+    producer.close()
 
 
 def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
@@ -55,27 +65,35 @@ def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
     job_name = f"sensorlake-lake-{settings.kafka_topic}"
     result = main.run(["--flush-seconds", "3", "--job-name", job_name,
                        "--group-id", settings.kafka_topic], settings=settings)
+    # A live topic never goes quiet: the runner parks a bundle's batches in a checkpoint taken
+    # during it until the next bundle (docs/operations.md), so a sensor "tick" keeps it live.
+    ticking = threading.Event()
+    threading.Thread(target=_tick, args=(settings, ticking), daemon=True).start()
     raw_glob = f"{settings.lake}/raw/readings/**/*.parquet"
     rej_glob = f"{settings.lake}/rejected/readings/**/*.parquet"
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            raw = _query(f"select count(*) from read_parquet('{raw_glob}')")
+            raw = _query(f"select count(*) from read_parquet('{raw_glob}') where sensor_id <> 'tick'")
             rej = _query(f"select count(*) from read_parquet('{rej_glob}')")
             if raw and rej and raw[0][0] >= sent and rej[0][0] >= len(bad):
                 break
             time.sleep(2)
         time.sleep(4)  # one more flush: nothing extra may appear
         per_sensor = dict(_query(
-            f"select sensor_id, count(*) from read_parquet('{raw_glob}', hive_partitioning=true) group by 1"))
+            f"select sensor_id, count(*) from read_parquet('{raw_glob}', hive_partitioning=true) "
+            f"where sensor_id <> 'tick' group by 1"))
         assert per_sensor == {s: READINGS_PER_SENSOR for s in ("1", "2", "3", "unknown-7")}
-        distinct = _query(f"select count(distinct (sensor_id, seq)) from read_parquet('{raw_glob}')")[0][0]
+        distinct = _query(f"select count(distinct (sensor_id, seq)) from read_parquet('{raw_glob}') "
+                          f"where sensor_id <> 'tick'")[0][0]
         assert distinct == sent
-        unregistered = _query(f"select distinct sensor_id from read_parquet('{raw_glob}') where not registered")
+        unregistered = _query(f"select distinct sensor_id from read_parquet('{raw_glob}') "
+                              f"where not registered and sensor_id <> 'tick'")
         assert unregistered == [("unknown-7",)]
         reasons = sorted(r[0] for r in _query(f"select reason_code from read_parquet('{rej_glob}')"))
         assert reasons == sorted(["not_json", "non_finite_value", "not_utf8", "not_object", "missing_value"])
         versions = list((tmp_path / "lake" / "raw" / "sensors").glob("version=*/sensors.json"))
         assert len(versions) == 1
     finally:
+        ticking.set()
         flink_rest.cancel_job(settings, job_name, result)
