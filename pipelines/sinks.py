@@ -18,7 +18,6 @@ import io
 import os
 import time
 import uuid
-import zlib
 from collections import defaultdict
 from typing import Iterable, NamedTuple
 
@@ -32,7 +31,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 
-from pipelines.batching import group_per_bundle
+from pipelines.batching import group_per_bundle, shard_of
 
 
 class LakeRecord(NamedTuple):
@@ -214,7 +213,7 @@ class _WindowFileWriter(_BufferedWriter):
 
 
 class WriteWindowFiles(beam.PTransform):
-    """Writes WindowRows to window_file(...); shard = crc32(sensor_id) % shards."""
+    """Writes WindowRows to window_file(...); shard = shard_of(sensor_id, shards)."""
 
     def __init__(self, lake: str, schemas: dict[str, pa.Schema], shards: int = 1, flush_seconds: float = 10.0):
         super().__init__()
@@ -228,7 +227,7 @@ class WriteWindowFiles(beam.PTransform):
         return (
             rows
             | "KeyByMinuteFile" >> beam.Map(
-                lambda r: ((r.dataset, r.window_start_ms, zlib.crc32(r.sensor_id.encode()) % shards), r))
+                lambda r: ((r.dataset, r.window_start_ms, shard_of(r.sensor_id, shards)), r))
             | "BatchByMinuteFile" >> group_per_bundle()
             | "FlushMinuteFiles" >> beam.ParDo(_WindowFileWriter(self._lake, self._schemas, self._flush_seconds))
         )
