@@ -32,8 +32,8 @@ from sensorlake.registry import parse_registry
 from sensorlake.settings import Settings
 
 JOB_NAME = "sensorlake-lake"
-PIPELINE_SETTINGS = ["lake", "registry", "kafka_bootstrap", "kafka_topic", "job_server_port", "artifact_port",
-                     "expansion_port", "flink_rest_port", "environment_type", "environment_config",
+PIPELINE_SETTINGS = ["lake", "registry", "kafka_bootstrap", "kafka_topic", "mqtt_topic_prefix", "job_server_port",
+                     "artifact_port", "expansion_port", "flink_rest_port", "environment_type", "environment_config",
                      "parallelism", "checkpoint_interval_ms", "bundle_max_elements", "bundle_max_ms",
                      "log_level", "out_of_orderness_ms", "allowed_lateness_ms", "idle_timeout_ms",
                      "heartbeat_interval_ms", "max_missing_windows", "window_shards", "state_shards",
@@ -45,7 +45,7 @@ def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_
           chunk_size: int, group_id: str, window_flush_seconds: float) -> None:
     parsed = (p
               | "ReadKafka" >> ReadKafkaRecords(settings, group_id=group_id)
-              | "Parse" >> beam.ParDo(ParseReadings(registry))
+              | "Parse" >> beam.ParDo(ParseReadings(registry, topic_prefix=settings.mqtt_topic_prefix))
               .with_outputs(ParseReadings.READINGS_TAG, main="lake"))
     (parsed.lake
      | "Dedupe" >> DedupeReadings(RAW_READINGS_DATASET, shards=settings.state_shards)

@@ -5,27 +5,21 @@
 replay) a streaming bundle. Rejections are kept, not dropped: ``ParseReadings`` routes them to
 ``rejected/readings`` with their Kafka coordinates.
 
-Contract decisions (see DESIGN.md "Message contract"):
+The contract itself (field names and aliases, sensor ids, timestamp forms, values, topics) is
+``sensorlake.contract``, the one implementation the bridge uses too; docs/contract.md has it as a
+table. What only the pipeline decides:
 
-* Numeric timestamps: ``abs(t) < 1e11`` means epoch **seconds** (int or float; up to year 5138),
-  otherwise epoch **milliseconds**. Millisecond timestamps before 1973-03-03T09:46:40Z are thus
-  read as seconds (and land far in the future, so they are rejected, not mis-dated silently).
-  Float seconds are rounded to the nearest millisecond; ISO fractions are truncated to ms.
-* ISO-8601 strings go through ``datetime.fromisoformat`` (3.11: ``Z``, offsets); no offset = UTC.
-* ``value`` must be a JSON number: bools, numeric strings ("21.4"), lists are ``bad_value_type``.
-  NaN/Infinity tokens (which Python's json accepts) are ``non_finite_value``; literals that
-  overflow a float (``1e400``) are ``number_out_of_range``.
-* ``sensor_id``: non-empty string or JSON integer (turned into text), at most 128 characters.
+* ``timestamp_out_of_range``: before 1970, or more than ``max_future_ms`` (a day) ahead of now.
+* ``seq`` (optional): a non-negative 64-bit integer; ``unit``/``type``: ``metadata`` first, then
+  the top level, then the registry.
 * Unknown sensors are accepted with ``registered=False``: the registry may lag behind the fleet.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -33,12 +27,13 @@ from apache_beam.metrics import Metrics
 from pipelines.schemas import RAW_READINGS_DATASET, REJECTED_READINGS_DATASET
 from pipelines.sinks import LakeRecord
 from pipelines.windows import Observation
-from sensorlake.contract import EPOCH_SECONDS_LIMIT, epoch_to_ms, iso_to_ms  # noqa: F401 - re-exported
+from sensorlake import contract
+from sensorlake.contract import (EPOCH_SECONDS_LIMIT, MAX_SENSOR_ID_LEN, epoch_to_ms,  # noqa: F401 - re-exported
+                                 iso_to_ms)
 from sensorlake.registry import Sensor
 
 DEFAULT_MAX_PAYLOAD_BYTES = 262_144
 DEFAULT_MAX_FUTURE_MS = 86_400_000  # one day: clocks drift, but not by days
-MAX_SENSOR_ID_LEN = 128
 _INT64_MAX = 2**63 - 1
 
 UTC = timezone.utc
@@ -80,45 +75,8 @@ class Rejection(NamedTuple):
     message: str
 
 
-class _NonFinite:
-    """Stands for a NaN/Infinity token, so it can be told apart from an overflowing literal."""
-
-    __slots__ = ("token",)
-
-    def __init__(self, token: str):
-        self.token = token
-
-
-def _parse_constant(token: str) -> _NonFinite:
-    return _NonFinite(token)
-
-
-_decoder = json.JSONDecoder(parse_constant=_parse_constant)
-
-
 def _reject(code: str, message: str) -> Rejection:
     return Rejection(code, message)
-
-
-def _timestamp_ms(ts: Any) -> int | Rejection:
-    if isinstance(ts, bool) or ts is None:
-        return _reject("bad_timestamp",
-                       f"timestamp must be ISO-8601 text or epoch number, got {ts!r}")
-    if isinstance(ts, (int, float)):
-        ms = epoch_to_ms(ts)
-        if ms is None:
-            return _reject("bad_timestamp", f"timestamp is not a finite number: {ts!r}")
-        return ms
-    if isinstance(ts, str):
-        try:
-            ms = iso_to_ms(ts)
-        except OverflowError:  # e.g. year 1 with a positive offset
-            return _reject("timestamp_out_of_range", f"timestamp out of range: {ts[:64]!r}")
-        if ms is None:
-            return _reject("bad_timestamp", f"timestamp is not ISO-8601: {ts[:64]!r}")
-        return ms
-    return _reject("bad_timestamp",
-                   f"timestamp must be ISO-8601 text or epoch number, got {type(ts).__name__}")
 
 
 def _text_field(name: str, *sources: Mapping) -> str | None | Rejection:
@@ -133,7 +91,7 @@ def _text_field(name: str, *sources: Mapping) -> str | None | Rejection:
 
 
 def _parse(payload: bytes, registry: Mapping[str, Sensor], now_ms: int, max_payload_bytes: int,
-           max_future_ms: int) -> Reading | Rejection:
+           max_future_ms: int, topic_sensor_id: str | None) -> Reading | Rejection:
     if payload is None or len(payload) == 0:
         return _reject("empty_payload", "payload is empty")
     if len(payload) > max_payload_bytes:
@@ -144,7 +102,7 @@ def _parse(payload: bytes, registry: Mapping[str, Sensor], now_ms: int, max_payl
     except UnicodeDecodeError as exc:
         return _reject("not_utf8", f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
     try:
-        doc = _decoder.decode(text)
+        doc = contract.DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError, and int literals beyond the digit limit
         return _reject("not_json", f"payload is not JSON: {exc}"[:200])
     except RecursionError:  # [[[[...]]]] deeper than the decoder's stack: not a reading either
@@ -152,50 +110,38 @@ def _parse(payload: bytes, registry: Mapping[str, Sensor], now_ms: int, max_payl
     if not isinstance(doc, dict):
         return _reject("not_object", f"payload is JSON {type(doc).__name__}, expected an object")
 
-    # sensor_id
-    sid = doc.get("sensor_id")
-    if sid is None:
-        return _reject("missing_sensor_id", "sensor_id is missing or null")
-    if isinstance(sid, int) and not isinstance(sid, bool):
-        sid = str(sid)
-    elif not isinstance(sid, str):
-        return _reject("bad_sensor_id",
-                       f"sensor_id must be a string or integer, got {type(sid).__name__}")
-    if not sid.strip():
-        return _reject("bad_sensor_id", "sensor_id is empty")
-    if len(sid) > MAX_SENSOR_ID_LEN:
-        return _reject("bad_sensor_id",
-                       f"sensor_id is {len(sid)} characters, limit is {MAX_SENSOR_ID_LEN}")
+    # sensor id: the payload's sensor_id or id, else the topic's
+    name, raw = contract.pick(doc, contract.SENSOR_ID_FIELDS)
+    if name is None:
+        if topic_sensor_id is None:
+            return _reject("missing_sensor_id", "sensor id is missing: no sensor_id or id in the payload, "
+                                                "none in the topic")
+        sid = topic_sensor_id
+    else:
+        sid = contract.sensor_id(raw, name)
+        if isinstance(sid, contract.Invalid):
+            return _reject(*sid)
 
     # value
-    if "value" not in doc or doc["value"] is None:
+    raw = doc.get(contract.VALUE_FIELD)
+    if raw is None:
         return _reject("missing_value", "value is missing or null")
-    raw = doc["value"]
-    if isinstance(raw, _NonFinite):
-        return _reject("non_finite_value", f"value is {raw.token}")
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return _reject("bad_value_type", f"value must be a JSON number, got {type(raw).__name__}")
-    try:
-        value = float(raw)
-    except OverflowError:
-        return _reject("number_out_of_range", "value does not fit a 64-bit float")
-    if not math.isfinite(value):  # only overflowing literals get here: tokens were caught above
-        return _reject("number_out_of_range", "value does not fit a 64-bit float")
+    value = contract.reading_value(raw)
+    if isinstance(value, contract.Invalid):
+        return _reject(*value)
 
-    # timestamp
-    ts = doc.get("timestamp")
-    if ts is None:
-        return _reject("missing_timestamp", "timestamp is missing or null")
-    if isinstance(ts, _NonFinite):
-        return _reject("bad_timestamp", f"timestamp is {ts.token}")
-    ms = _timestamp_ms(ts)
-    if isinstance(ms, Rejection):
-        return ms
+    # timestamp: the payload's timestamp or dt
+    name, ts = contract.pick(doc, contract.TIMESTAMP_FIELDS)
+    if name is None:
+        return _reject("missing_timestamp", "timestamp is missing: no timestamp or dt in the payload")
+    ms = contract.timestamp_ms(ts, name)
+    if isinstance(ms, contract.Invalid):
+        return _reject(*ms)
     if ms < 0:
-        return _reject("timestamp_out_of_range", f"timestamp {ts!r} is before 1970-01-01")
+        return _reject("timestamp_out_of_range", f"{name} {ts!r} is before 1970-01-01")
     if ms > now_ms + max_future_ms:
         return _reject("timestamp_out_of_range",
-                       f"timestamp {ts!r} is more than {max_future_ms} ms in the future")
+                       f"{name} {ts!r} is more than {max_future_ms} ms in the future")
 
     # seq (optional)
     seq = doc.get("seq")
@@ -226,10 +172,14 @@ def _parse(payload: bytes, registry: Mapping[str, Sensor], now_ms: int, max_payl
 
 def parse_reading(payload: bytes, *, registry: Mapping[str, Sensor], now_ms: int,
                   max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                  max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Reading | Rejection:
-    """Parse one payload; never raises (a failure to parse is data, not an error)."""
+                  max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+                  topic_sensor_id: str | None = None) -> Reading | Rejection:
+    """Parse one payload; never raises (a failure to parse is data, not an error).
+
+    ``topic_sensor_id``: the sensor the MQTT topic names (``contract.topic_sensor_id``), used when
+    the payload names none."""
     try:
-        return _parse(payload, registry, now_ms, max_payload_bytes, max_future_ms)
+        return _parse(payload, registry, now_ms, max_payload_bytes, max_future_ms, topic_sensor_id)
     except Exception as exc:  # noqa: BLE001 - totality is the contract; the code flags a bug
         return _reject("unparseable", f"unexpected {type(exc).__name__}: {exc}"[:200])
 
@@ -264,15 +214,16 @@ class ParseReadings(beam.DoFn):
     ``readings`` (for the 1-minute windows).
 
     ``registry`` is a mapping, or a callable returning the current one (a ``RegistrySource``
-    follows registry updates without a restart). Element timestamps are left alone: they are the
-    Kafka CreateTime, i.e. event time already.
+    follows registry updates without a restart). ``topic_prefix``: the bridge's MQTT topic prefix,
+    so that a payload without a sensor id takes the one its topic (``<prefix>/<id>``) names.
+    Element timestamps are left alone: they are the Kafka CreateTime, i.e. event time already.
     """
 
     READINGS_TAG = "readings"
 
     def __init__(self, registry: Mapping[str, Sensor] | Callable[[], Mapping[str, Sensor]] | None = None, *,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                 max_future_ms: int = DEFAULT_MAX_FUTURE_MS, clock=time.time):
+                 max_future_ms: int = DEFAULT_MAX_FUTURE_MS, clock=time.time, topic_prefix: str = "sensors"):
         if callable(registry):
             self._registry = registry
         else:
@@ -281,6 +232,7 @@ class ParseReadings(beam.DoFn):
         self._max_payload_bytes = max_payload_bytes
         self._max_future_ms = max_future_ms
         self._clock = clock
+        self._topic_prefix = topic_prefix
         self._parsed = Metrics.counter("parsing", "parsed")
         self._rejected = Metrics.counter("parsing", "rejected")
         self._unregistered = Metrics.counter("parsing", "unregistered")
@@ -290,10 +242,11 @@ class ParseReadings(beam.DoFn):
         now_ms = int(self._clock() * 1000)
         ingest_time = ms_to_datetime(now_ms)
         payload = record.value if record.value is not None else b""
+        topic = _header_text(record.headers, "mqtt_topic")
         result = parse_reading(payload, registry=self._registry(),
                                now_ms=now_ms, max_payload_bytes=self._max_payload_bytes,
-                               max_future_ms=self._max_future_ms)
-        topic = _header_text(record.headers, "mqtt_topic")
+                               max_future_ms=self._max_future_ms,
+                               topic_sensor_id=contract.topic_sensor_id(topic, self._topic_prefix))
         # A record without a timestamp (-1) is filed under the day it was ingested.
         kafka_ts = ms_to_datetime(record.timestamp_ms if record.timestamp_ms >= 0 else now_ms)
         if isinstance(result, Reading):

@@ -126,8 +126,8 @@ BRIDGE_SETTINGS = ("mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_bridge_u
                    "bridge_session_expiry_s", "log_level")
 GENERATOR_SETTINGS = ("registry", "mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_generator_user",
                       "mqtt_generator_password", "mqtt_tls_ca", "mqtt_qos", "log_level")
-PIPELINE_SETTINGS = ("lake", "registry", "kafka_bootstrap", "kafka_topic", "flink_host", "flink_rest_port",
-                     "job_server_host", "job_server_port", "artifact_port", "expansion_host", "expansion_port",
+PIPELINE_SETTINGS = ("lake", "registry", "kafka_bootstrap", "kafka_topic", "mqtt_topic_prefix", "flink_host",
+                     "flink_rest_port", "job_server_host", "job_server_port", "artifact_port", "expansion_host", "expansion_port",
                      "environment_type", "environment_config", "parallelism", "checkpoint_interval_ms",
                      "bundle_max_elements", "bundle_max_ms", "log_level", "out_of_orderness_ms",
                      "allowed_lateness_ms", "idle_timeout_ms", "heartbeat_interval_ms", "max_missing_windows",

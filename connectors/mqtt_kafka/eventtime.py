@@ -1,27 +1,19 @@
 """Event time of a reading, for the Kafka record timestamp.
 
 The pipeline reads Kafka with the CreateTime policy, so the record timestamp must be the
-reading's own time (a backfill then lands in last week's windows instead of being late). This
-runs once per message on the bridge's hot path, so it looks for ``"timestamp"`` with one regex
-and only parses the whole JSON document when that is ambiguous (the key occurs more than once, or
-is not at the top level). Never raises: anything unparseable is ``None`` (use receive time).
+reading's own time (a backfill then lands in last week's windows instead of being late). The
+reading's time is found by the contract's one implementation (``sensorlake.contract.scan``: the
+top-level ``timestamp``, else ``dt``), so the bridge and the pipeline never disagree about it.
+Anything absent or unusable is ``None`` (use receive time).
 """
 
 from __future__ import annotations
 
-import json
-import re
-
 from sensorlake import contract
-from sensorlake.contract import epoch_to_ms
 
 #: Kafka 4 rejects records more than ``log.message.timestamp.after.max.ms`` (1 h by default)
 #: ahead of the broker clock; such a record would block the bridge, so it is re-stamped.
 MAX_FUTURE_MS = 3600 * 1000
-
-_KEY = b'"timestamp"'
-_TS = re.compile(rb'"timestamp"\s*:\s*(?:"([^"\\]{1,64})"|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))')
-_NUMERIC = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 
 # Why a record is not stamped with its event time (the ``timestamp_fallback`` header).
 NO_TIMESTAMP = "no_timestamp"
@@ -30,47 +22,14 @@ BEFORE_EPOCH = "before_epoch"
 REJECTED = "rejected_by_kafka"
 
 
-def iso_to_ms(text: str) -> int | None:
-    """The contract's ISO rule; None also when an offset pushes the instant out of range."""
-    try:
-        return contract.iso_to_ms(text)
-    except OverflowError:
-        return None
-
-
-def value_to_ms(value: object) -> int | None:
-    """A decoded JSON ``timestamp`` value (string or number) to epoch milliseconds."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return epoch_to_ms(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if _NUMERIC.fullmatch(text):
-            return epoch_to_ms(float(text))
-        return iso_to_ms(text)
-    return None
+def usable(ts: int | contract.Invalid | None) -> int | None:
+    """An Envelope's event time, or None when the payload has none the pipeline would accept."""
+    return ts if isinstance(ts, int) else None
 
 
 def event_time_ms(payload: bytes) -> int | None:
-    """The reading's top-level ``timestamp`` in epoch ms, or None when absent or unparseable."""
-    try:
-        count = payload.count(_KEY)
-        if count == 0:
-            return None
-        m = _TS.search(payload) if count == 1 else None
-        # fast path only when the key is at the top level (one "{" open before it)
-        if m is not None and payload.count(b"{", 0, m.start()) - payload.count(b"}", 0, m.start()) == 1:
-            text, number = m.groups()
-            if number is not None:
-                return epoch_to_ms(float(number))
-            return value_to_ms(text.decode("utf-8", "replace"))
-        doc = json.loads(payload)
-        if isinstance(doc, dict):
-            return value_to_ms(doc.get("timestamp"))
-        return None
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        return None
+    """The reading's event time in epoch ms, or None when absent or unparseable. Never raises."""
+    return usable(contract.scan(payload).timestamp_ms)
 
 
 def record_timestamp(event_ms: int | None, receive_ms: int) -> tuple[int, str | None]:

@@ -7,9 +7,8 @@ rejected and keeps the bytes). Only payloads over the size limit are routed to t
 
 from __future__ import annotations
 
-import json
-
 from connectors.mqtt_kafka import eventtime
+from sensorlake import contract
 
 # Header names (consumers read these; keep them stable).
 H_TOPIC = "mqtt_topic"
@@ -58,30 +57,11 @@ class Record:
                 f"headers={self.headers!r}, value={self.value[:60]!r}...)")
 
 
-def key_from_topic(topic: bytes, prefix: bytes) -> bytes | None:
-    """The sensor id is the MQTT topic's last level (``sensors/<id>``); None when the topic is
-    the prefix itself or ends with ``/``, so that the payload's ``sensor_id`` is used instead."""
-    if topic == prefix:
-        return None
-    return topic[topic.rfind(b"/") + 1:] or None
-
-
-def key_from_payload(payload: bytes) -> bytes | None:
-    """The payload's ``sensor_id`` (string or integer), when the topic does not name a sensor."""
-    if b'"sensor_id"' not in payload:
-        return None
-    try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    sid = doc.get("sensor_id")
-    if isinstance(sid, str) and sid:
-        return sid.encode("utf-8", "replace")
-    if isinstance(sid, int) and not isinstance(sid, bool):
-        return str(sid).encode()
-    return None
+def topic_key(topic: bytes, prefix: str) -> bytes | None:
+    """The sensor the MQTT topic names (``<prefix>/<id>``: its last level), as a key; None for the
+    prefix itself (the challenge's single topic ``sensors``)."""
+    sid = contract.topic_sensor_id(topic, prefix)
+    return None if sid is None else sid.encode("utf-8")
 
 
 class RecordBuilder:
@@ -91,15 +71,16 @@ class RecordBuilder:
                  max_payload_bytes: int) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
-        self.prefix = topic_prefix.strip("/").encode("utf-8")
+        self.prefix = topic_prefix.strip("/")
         self.bridge_header = (H_BRIDGE_ID, bridge_id.encode("utf-8"))
         self.max_payload_bytes = max_payload_bytes
 
-    def key(self, mqtt_topic: bytes, payload: bytes, parse_payload: bool = True) -> bytes | None:
-        key = key_from_topic(mqtt_topic, self.prefix)
-        if key is None and parse_payload:
-            key = key_from_payload(payload)
-        return key
+    def key(self, mqtt_topic: bytes, sensor_id: str | contract.Invalid | None = None) -> bytes | None:
+        """The reading's sensor id (the payload's, as the contract reads it), else the topic's: one
+        sensor's readings share a partition and keep their order."""
+        if isinstance(sensor_id, str):
+            return sensor_id.encode("utf-8", "replace")
+        return topic_key(mqtt_topic, self.prefix)
 
     def build(self, mqtt_topic: bytes, payload: bytes, dup: bool, receive_ms: int) -> Record:
         headers = [(H_TOPIC, mqtt_topic), (H_RECEIVE_MS, b"%d" % receive_ms), self.bridge_header,
@@ -107,10 +88,11 @@ class RecordBuilder:
         size = len(payload)
         if size > self.max_payload_bytes:
             return self.dead_letter(mqtt_topic, payload, headers, receive_ms, REASON_TOO_LARGE)
-        ts, fallback = eventtime.record_timestamp(eventtime.event_time_ms(payload), receive_ms)
+        found = contract.scan(payload)
+        ts, fallback = eventtime.record_timestamp(eventtime.usable(found.timestamp_ms), receive_ms)
         if fallback is not None:
             headers.append((H_TS_FALLBACK, fallback.encode()))
-        return Record(self.topic, self.key(mqtt_topic, payload), payload, headers, ts, receive_ms,
+        return Record(self.topic, self.key(mqtt_topic, found.sensor_id), payload, headers, ts, receive_ms,
                       ts_fallback=fallback)
 
     def dead_letter(self, mqtt_topic: bytes, payload: bytes, headers: list[tuple[str, bytes]],
@@ -131,7 +113,7 @@ class RecordBuilder:
             truncated = True
         if truncated:
             headers.append((H_DLQ_TRUNCATED, b"1"))
-        key = self.key(mqtt_topic, payload, parse_payload=False)
+        key = self.key(mqtt_topic)  # oversized: not decoded, the topic's sensor if it names one
         return Record(self.dlq_topic, key, value, headers, receive_ms, receive_ms, dlq_reason=reason)
 
     def restamp(self, record: Record) -> Record:

@@ -24,14 +24,22 @@ def reading(sensor="1", ts="2026-11-28T16:59:59.500Z", **extra) -> bytes:
 @pytest.mark.parametrize(
     "topic, payload, key",
     [
-        (b"sensors/1", reading("other"), b"1"),  # the topic names the sensor
-        (b"sensors/Sensor 1", b"garbage", b"Sensor 1"),
+        # the payload's sensor id, as the pipeline reads it, wins over the topic's
+        (b"sensors/1", reading("other"), b"other"),
+        (b"sensors/1", reading("1"), b"1"),
+        (b"sensors/Sensor 1", b"garbage", b"Sensor 1"),  # none in the payload: the topic's
         (b"sensors/site-a/7", b"{}", b"7"),  # deeper topics: last level
         (b"sensors", reading("9"), b"9"),  # no sensor level: the payload's sensor_id
         (b"sensors/", reading("9"), b"9"),
         (b"sensors", b'{"sensor_id": 12, "value": 1}', b"12"),  # integer ids
+        # the challenge's generator: one topic, `id` and `dt`
+        (b"sensors", b'{"id": "Sensor 1", "dt": "2026-12-02T03:30:45.445217", "value": 32}', b"Sensor 1"),
+        (b"sensors", b'{"id": "Sensor 1", "sensor_id": "Sensor 2", "value": 32}', b"Sensor 2"),
+        (b"sensors", b'{"sensor_id": null, "id": "Sensor 3", "value": 32}', b"Sensor 3"),
         (b"sensors", b'{"value": 1}', None),  # no id anywhere: no key (any partition)
         (b"sensors", b'{"sensor_id": true}', None),
+        (b"sensors/4", b'{"sensor_id": true}', b"4"),  # an id the pipeline rejects: the topic's
+        (b"elsewhere/4", b'{"value": 1}', None),  # not under the prefix
         (b"sensors", b"[1, 2]", None),
         (b"sensors", b"\xff not json", None),
     ],

@@ -79,6 +79,16 @@ ACCEPTED = [
      R("ghost", value=3.0, unit="V", type_="voltage", registered=False)),
     ("near_future_within_a_day", j(sensor_id="1", timestamp=(NOW + DAY) // 1000, value=3),
      R(ms=NOW + DAY, value=3.0)),
+    # the challenge's generator: `id`, `dt` = datetime.utcnow().isoformat(), an integer value
+    ("challenge_payload", b'{"id": "Sensor 1", "dt": "2026-11-28T17:00:00.445217", "value": 32}',
+     R("Sensor 1", T0 + 445, 32.0, "C", "temperature")),
+    ("challenge_payload_without_fraction", b'{"id": "Sensor 1", "dt": "2026-11-28T17:00:00", "value": 0}',
+     R("Sensor 1", T0, 0.0)),
+    ("id_alias_integer", j(id=1, timestamp=TS, value=3), R(value=3.0)),
+    ("dt_alias_epoch_ms", j(sensor_id="1", dt=T0 + 7, value=3), R(ms=T0 + 7, value=3.0)),
+    ("sensor_id_wins_over_id", j(id="msg-0001", sensor_id="1", dt=TS, value=3), R(value=3.0)),
+    ("timestamp_wins_over_dt", j(sensor_id="1", dt="1999-01-01T00:00:00", timestamp=TS, value=3), R(value=3.0)),
+    ("null_sensor_id_falls_back_to_id", j(sensor_id=None, id="1", dt=TS, value=3), R(value=3.0)),
 ]
 
 REJECTED = [
@@ -134,6 +144,14 @@ REJECTED = [
     ("unit_not_string", j(sensor_id="1", timestamp=TS, value=1, unit=5), "bad_field_type"),
     ("seq_negative", j(sensor_id="1", timestamp=TS, value=1, seq=-1), "bad_field_type"),
     ("seq_float", j(sensor_id="1", timestamp=TS, value=1, seq=1.5), "bad_field_type"),
+    # numbers in strings are not guessed at (epoch s? ms? an ISO basic date?): rejected
+    ("timestamp_epoch_s_in_a_string", j(sensor_id="1", timestamp="1764349200", value=1), "bad_timestamp"),
+    ("timestamp_epoch_ms_in_a_string", j(sensor_id="1", timestamp="1764349200123", value=1), "bad_timestamp"),
+    ("timestamp_basic_date_digits", j(sensor_id="1", dt="20261128", value=1), "bad_timestamp"),
+    ("id_alias_empty", j(id="", dt=TS, value=1), "bad_sensor_id"),
+    ("dt_alias_garbage", j(id="Sensor 1", dt="noon", value=1), "bad_timestamp"),
+    ("challenge_without_id", j(dt=TS, value=32), "missing_sensor_id"),
+    ("challenge_without_dt", j(id="Sensor 1", value=32), "missing_timestamp"),
 ]
 
 
@@ -256,6 +274,23 @@ def test_dofn_asks_a_registry_callable_per_record():
     second = list(dofn.process(RECORDS[2]))[0]
     assert (first.row["registered"], second.row["registered"]) == (False, True)
     assert (first.row["unit"], second.row["unit"]) == ("", "%")
+
+
+def test_a_payload_without_sensor_id_takes_the_topics():
+    """``sensors/<id>`` names the sensor when the payload does not; the challenge's single topic
+    ``sensors`` names none; a payload's own id wins over the topic's."""
+    def parse(payload, topic, prefix="sensors"):
+        rec = KafkaRecord(0, 1, T0, None, payload, {"mqtt_topic": topic})
+        (out, *_) = ParseReadings(REGISTRY, clock=lambda: NOW / 1000, topic_prefix=prefix).process(rec)
+        return out.row.get("sensor_id") or out.row["reason_code"]
+
+    no_id = j(timestamp=TS, value=1)
+    assert parse(no_id, b"sensors/Sensor 1") == "Sensor 1"
+    assert parse(no_id, b"sensors/site-a/7") == "7"
+    assert parse(no_id, b"sensors") == "missing_sensor_id"
+    assert parse(no_id, b"sensors/it-1", prefix="sensors/it-1") == "missing_sensor_id"
+    assert parse(no_id, b"other/7") == "missing_sensor_id"
+    assert parse(j(id="Sensor 1", dt=TS, value=1), b"sensors/7") == "Sensor 1"
 
 
 def test_arrival_time_comes_from_the_bridge_header():
