@@ -7,14 +7,19 @@
 #
 # usage: start-mosquitto.sh CONF_DIR DATA_DIR BIND_ADDRESS [MOSQUITTO]
 #   CONF_DIR      rewritten on every start: mosquitto.conf, passwd (0600), acl
-#   DATA_DIR      persistence: queued QoS 1 messages and the bridge's persistent session
+#   DATA_DIR      persistence: queued messages and the bridge's persistent session
 #   BIND_ADDRESS  127.0.0.1 locally; 0.0.0.0 in a container (compose publishes on 127.0.0.1 only)
 #   MOSQUITTO     the broker binary (default: mosquitto on PATH)
 # Settings, all required: SENSORLAKE_MQTT_PORT, SENSORLAKE_MQTT_TOPIC_PREFIX,
 #   SENSORLAKE_MQTT_GENERATOR_USER, SENSORLAKE_MQTT_GENERATOR_PASSWORD,
 #   SENSORLAKE_MQTT_BRIDGE_USER, SENSORLAKE_MQTT_BRIDGE_PASSWORD
-# Anonymous clients are refused; the generator may only publish <prefix>/#, the bridge may only
-# subscribe to it.
+# Anonymous clients are refused; the generator may only publish <prefix>/# (which includes the
+# challenge generator's single topic <prefix>), the bridge may only subscribe to it.
+#
+# QoS 0 publishers (the challenge's generator) lose nothing while the bridge is away or killed:
+# queue_qos0_messages queues their messages for the bridge's persistent session (within the same
+# max_queued_messages bound), and upgrade_outgoing_qos delivers them at the bridge's subscription
+# QoS 1, so the broker keeps each one until the bridge acks it, which it does after Kafka has it.
 set -eu
 
 if [ $# -lt 3 ]; then
@@ -62,6 +67,8 @@ persistence true
 persistence_location $data_dir/
 autosave_interval 10
 max_queued_messages 1000000
+queue_qos0_messages true
+upgrade_outgoing_qos true
 max_inflight_messages 1000
 log_dest stdout
 log_type error

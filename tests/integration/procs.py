@@ -40,19 +40,20 @@ def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition
 class BridgeProc:
     """One bridge configuration (topic prefix, topics, client id); start/stop/kill it as often as needed."""
 
-    def __init__(self, settings, workdir: Path, **env: str) -> None:
+    def __init__(self, settings, workdir: Path, prefix: str | None = None, **env: str) -> None:
         tag = uuid.uuid4().hex[:8]
         self.settings = settings
         self.workdir = workdir
-        self.prefix = f"{settings.mqtt_topic_prefix}/it-{tag}"
+        self.prefix = prefix or f"{settings.mqtt_topic_prefix}/it-{tag}"
         self.topic = f"it.bridge.{tag}.raw"
         self.dlq = f"it.bridge.{tag}.dlq"
         self.bridge_id = f"it-{tag}"
+        self.client_id = f"it-bridge-{tag}"
         self.port = free_port()
         self.env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO),
                     "SENSORLAKE_MQTT_TOPIC_PREFIX": self.prefix, "SENSORLAKE_KAFKA_TOPIC": self.topic,
                     "SENSORLAKE_KAFKA_DLQ_TOPIC": self.dlq, "SENSORLAKE_BRIDGE_ID": self.bridge_id,
-                    "SENSORLAKE_BRIDGE_CLIENT_ID": f"it-bridge-{tag}",
+                    "SENSORLAKE_BRIDGE_CLIENT_ID": self.client_id,
                     "SENSORLAKE_BRIDGE_METRICS_PORT": str(self.port), "SENSORLAKE_LOG_LEVEL": "INFO", **env}
         self.proc: subprocess.Popen | None = None
         self.runs = 0
@@ -142,3 +143,85 @@ def create_topic(settings, topic: str, partitions: int = 3, timeout: float = 60)
         wait_for(leaders_elected, timeout, interval=0.5, what=f"leaders of {topic}")
     finally:
         admin.close()
+
+
+# ---------------------------------------------------------------------------- the challenge's generator
+class ChallengePublisher:
+    """The challenge's own generator as it is, in a thread of the test: a plain paho client (MQTT
+    3.1.1, clean session, broker-assigned client id, keepalive 60) that logs in, never runs a
+    network loop, and publishes ``{"id": ..., "dt": datetime.utcnow().isoformat(), "value": <int
+    in range>}`` with QoS 0 to one topic; each sensor publishes, then sleeps ``interval_s``.
+
+    ``whole_seconds``: sensors whose ``dt`` has no fraction (the challenge's form when the
+    microsecond is 0). ``sent`` lists (sensor, dt, payload) in publish order.
+    """
+
+    def __init__(self, settings, topic: str, sensors: dict[str, tuple[int, int]], interval_s: float = 1.0,
+                 whole_seconds: frozenset[str] = frozenset(), seed: int = 14) -> None:
+        import random
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.topic = topic
+        self.sensors = sensors
+        self.interval_s = interval_s
+        self.whole_seconds = whole_seconds
+        self.rng = random.Random(seed)
+        self.sent: list[tuple[str, str, bytes]] = []
+        self.stopped = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(settings.mqtt_generator_user, settings.mqtt_generator_password)
+        self.client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=60)
+        self.thread = threading.Thread(target=self._run, daemon=True, name="challenge-generator")
+
+    def start(self) -> "ChallengePublisher":
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        import heapq
+        from datetime import datetime, timezone
+
+        heap = [(time.monotonic(), i, sid) for i, sid in enumerate(self.sensors)]
+        while not self.stopped.is_set():
+            at, i, sid = heap[0]
+            if self.stopped.wait(max(0.0, at - time.monotonic())):
+                break
+            now = datetime.now(timezone.utc).replace(tzinfo=None)  # datetime.utcnow()
+            if sid in self.whole_seconds:
+                now = now.replace(microsecond=0)
+            lo, hi = self.sensors[sid]
+            payload = json.dumps({"id": sid, "dt": now.isoformat(), "value": self.rng.randint(lo, hi)})
+            info = self.client.publish(self.topic, payload, qos=0)
+            assert info.rc == 0, f"publish failed: {info.rc}"
+            self.sent.append((sid, now.isoformat(), payload.encode()))
+            heapq.heapreplace(heap, (time.monotonic() + self.interval_s, i, sid))  # publish, then sleep
+
+    def stop(self) -> list[tuple[str, str, bytes]]:
+        self.stopped.set()
+        self.thread.join(10)
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001 - closing a client that never ran a loop
+            pass
+        return self.sent
+
+
+def forget_session(settings, client_id: str) -> None:
+    """Ends a stopped bridge's persistent session on the broker (so that it does not keep queueing
+    what later tests publish under its subscription)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.username_pw_set(settings.mqtt_bridge_user, settings.mqtt_bridge_password)
+    props = Properties(mqtt.PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    done = []
+    c.on_connect = lambda *a: done.append(1)
+    c.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=props)
+    c.loop_start()
+    wait_for(lambda: done, 10, what=f"a clean session for {client_id}")
+    c.disconnect()
+    c.loop_stop()

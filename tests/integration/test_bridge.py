@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-from tests.integration.procs import PY, REPO, BridgeProc, wait_for
+from tests.integration.procs import PY, REPO, BridgeProc, ChallengePublisher, wait_for
 
 
 # ---------------------------------------------------------------------------- services
@@ -186,6 +186,70 @@ def test_kill9_mid_stream_then_restart_loses_nothing(services, bridges, tmp_path
     dups = sum(counts.values()) - len(counts)
     print(f"kill -9: {len(records)} records for {len(counts)} readings, {dups} duplicates, "
           f"redelivered (DUP) after restart: {b.metric('messages_duplicate_total'):.0f}")
+    assert b.term() == 0
+
+
+# ---------------------------------------------------------------------------- QoS 0: the challenge's generator
+def _challenge_sensors(n: int) -> dict[str, tuple[int, int]]:
+    return {f"Sensor {i}": (0, 45) for i in range(1, n + 1)}
+
+
+def _all_payloads_arrive(settings, topic: str, sent: list, timeout: float = 90) -> list:
+    want = Counter(p for _, _, p in sent)
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_topic(settings, topic, min_records=len(want), timeout=15)
+        missing = want - Counter(r.value for r in records)
+        if not missing or time.monotonic() > deadline:
+            break
+    assert not missing, f"{sum(missing.values())} QoS 0 messages never reached Kafka, e.g. {list(missing)[:3]}"
+    return records
+
+
+def _check_challenge_records(records, prefix: str) -> None:
+    for r in records:
+        doc = json.loads(r.value)
+        assert r.key == doc["id"].encode(), "keyed by the payload's id (the topic names no sensor)"
+        assert abs(r.timestamp - event_ms(doc["dt"])) <= 1, "stamped with dt"
+        assert dict(r.headers)["mqtt_topic"] == prefix.encode()
+    by_key = defaultdict(set)
+    for r in records:
+        by_key[r.key].add(r.partition)
+    assert all(len(parts) == 1 for parts in by_key.values()), "one sensor, one partition"
+
+
+def test_qos0_published_while_the_bridge_is_stopped_all_arrive_after_it_restarts(services, bridges):
+    s = services.settings
+    b = bridges().start()
+    assert b.term() == 0  # stopped; its persistent session stays on the broker and queues
+    # the challenge's generator, on the bridge's prefix itself (its single topic `sensors`)
+    pub = ChallengePublisher(s, b.prefix, _challenge_sensors(5), interval_s=0.05).start()
+    time.sleep(5)
+    sent = pub.stop()
+    assert len(sent) >= 300
+    b.start()
+    records = _all_payloads_arrive(s, b.topic, sent)
+    assert len(records) == len(sent), "none twice: nothing was forwarded before the restart"
+    _check_challenge_records(records, b.prefix)
+    assert b.term() == 0
+
+
+def test_qos0_kill9_mid_stream_then_restart_loses_nothing(services, bridges):
+    s = services.settings
+    b = bridges().start()
+    pub = ChallengePublisher(s, b.prefix, _challenge_sensors(20), interval_s=0.1).start()  # ~200 msg/s
+    try:
+        wait_for(lambda: b.metric("messages_forwarded_total") >= 400, 30, what="traffic")
+        b.kill()
+        time.sleep(3)  # QoS 0 messages keep coming; the broker queues them for the bridge's session
+        b.start()
+        wait_for(lambda: b.metric("messages_forwarded_total") >= 400, 30, what="traffic after the restart")
+    finally:
+        sent = pub.stop()
+    records = _all_payloads_arrive(s, b.topic, sent)
+    _check_challenge_records(records, b.prefix)
+    print(f"QoS 0, kill -9: {len(sent)} published, {len(records)} records in Kafka "
+          f"({len(records) - len(set(r.value for r in records))} redelivered twice)")
     assert b.term() == 0
 
 

@@ -12,6 +12,7 @@ idempotent submitter (`sensorlake pipeline run --if-absent`) run here for real.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import http.server
 import json
@@ -570,7 +571,9 @@ def _mqtt_client(port, user, password):
     return c, rc
 
 
-def test_the_mosquitto_script_of_both_deployments_enforces_auth_and_acl(compose, tmp_path):
+@contextlib.contextmanager
+def _script_broker(compose, tmp_path):
+    """Mosquitto configured and started by the deployments' script, as compose's env sets it up."""
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if not mosquitto or not shutil.which("mosquitto_passwd"):
         pytest.skip("mosquitto is not installed (`sensorlake local install` installs it)")
@@ -579,7 +582,6 @@ def test_the_mosquitto_script_of_both_deployments_enforces_auth_and_acl(compose,
     conf = tmp_path / "conf"
     proc = subprocess.Popen(["sh", str(services.MOSQUITTO_SCRIPT), str(conf), str(tmp_path / "data"), "127.0.0.1",
                              mosquitto], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    clients = []
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -587,38 +589,101 @@ def test_the_mosquitto_script_of_both_deployments_enforces_auth_and_acl(compose,
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
-        assert oct((conf / "passwd").stat().st_mode & 0o777) == "0o600"
-        assert "g-secret" not in (conf / "passwd").read_text()  # hashed
-        # the compose health check, as the container runs it
-        check = compose["services"]["mosquitto"]["healthcheck"]["test"][1].replace("-p 1883", f"-p {port}")
-        assert subprocess.run(["sh", "-c", check], env={**os.environ, **env}, timeout=10).returncode == 0
-        anon, rc = _mqtt_client(port, None, None)
-        clients.append(anon)
-        assert rc and rc[0].is_failure, "anonymous clients are refused"
-        got = []
-        bridge, rc = _mqtt_client(port, "bridge", "b-secret")
-        clients.append(bridge)
-        assert rc and not rc[0].is_failure
-        bridge.on_message = lambda c, u, m: got.append(m.topic)
-        bridge.subscribe("sensors/#", qos=1)
-        generator, rc = _mqtt_client(port, "generator", "g-secret")
-        clients.append(generator)
-        assert rc and not rc[0].is_failure
-        time.sleep(0.3)
-        generator.publish("elsewhere/1", b"{}", qos=1).wait_for_publish(5)  # not allowed: dropped
-        generator.publish("sensors/1", b"{}", qos=1).wait_for_publish(5)
-        bridge.publish("sensors/2", b"{}", qos=1).wait_for_publish(5)  # the bridge may only subscribe
-        deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        assert got == ["sensors/1"]
+        yield port, conf, env
     finally:
-        for c in clients:
-            c.loop_stop()
-            c.disconnect()
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_mosquitto_script_of_both_deployments_enforces_auth_and_acl(compose, tmp_path):
+    clients = []
+    with _script_broker(compose, tmp_path) as (port, conf, env):
+        try:
+            assert oct((conf / "passwd").stat().st_mode & 0o777) == "0o600"
+            assert "g-secret" not in (conf / "passwd").read_text()  # hashed
+            # the compose health check, as the container runs it
+            check = compose["services"]["mosquitto"]["healthcheck"]["test"][1].replace("-p 1883", f"-p {port}")
+            assert subprocess.run(["sh", "-c", check], env={**os.environ, **env}, timeout=10).returncode == 0
+            anon, rc = _mqtt_client(port, None, None)
+            clients.append(anon)
+            assert rc and rc[0].is_failure, "anonymous clients are refused"
+            got = []
+            bridge, rc = _mqtt_client(port, "bridge", "b-secret")
+            clients.append(bridge)
+            assert rc and not rc[0].is_failure
+            bridge.on_message = lambda c, u, m: got.append(m.topic)
+            bridge.subscribe("sensors/#", qos=1)
+            generator, rc = _mqtt_client(port, "generator", "g-secret")
+            clients.append(generator)
+            assert rc and not rc[0].is_failure
+            time.sleep(0.3)
+            generator.publish("elsewhere/1", b"{}", qos=1).wait_for_publish(5)  # not allowed: dropped
+            generator.publish("sensors/1", b"{}", qos=1).wait_for_publish(5)
+            generator.publish("sensors", b"{}", qos=0).wait_for_publish(5)  # the challenge generator's topic
+            bridge.publish("sensors/2", b"{}", qos=1).wait_for_publish(5)  # the bridge may only subscribe
+            deadline = time.monotonic() + 5
+            while len(got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            assert got == ["sensors/1", "sensors"]
+        finally:
+            for c in clients:
+                c.loop_stop()
+                c.disconnect()
+
+
+def test_the_mosquitto_script_keeps_qos0_messages_for_the_bridge_until_it_acks_them(compose, tmp_path):
+    """QoS 0 publications (the challenge's generator) are queued for the bridge's persistent session
+    while it is away, and delivered at its subscription's QoS 1: redelivered until acked."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.properties import Properties
+
+    def bridge_session(got):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="it-bridge-qos0", protocol=mqtt.MQTTv5,
+                        manual_ack=True)
+        c.username_pw_set("bridge", "b-secret")
+        props = Properties(mqtt.PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300
+        subscribed = []
+        c.on_subscribe = lambda *a: subscribed.append(1)
+        c.on_connect = lambda client, u, flags, reason, p: (not flags.session_present
+                                                            and client.subscribe("sensors/#", qos=1))
+        c.on_message = lambda client, u, m: got.append((m.payload, m.qos, m.dup))
+        c.connect("127.0.0.1", port, clean_start=False, properties=props)
+        c.loop_start()
+        return c, subscribed
+
+    def close(c):
+        c.disconnect()
+        c.loop_stop()
+
+    with _script_broker(compose, tmp_path) as (port, _conf, _env):
+        first: list = []
+        bridge, subscribed = bridge_session(first)
+        deadline = time.monotonic() + 5
+        while not subscribed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        close(bridge)  # the session stays on the broker: the bridge is "stopped"
+        generator, rc = _mqtt_client(port, "generator", "g-secret")
+        assert rc and not rc[0].is_failure
+        sent = [json.dumps({"id": f"Sensor {i % 5 + 1}", "dt": f"2026-12-02T03:30:{i:02d}", "value": i}).encode()
+                for i in range(50)]
+        for payload in sent:
+            generator.publish("sensors", payload, qos=0).wait_for_publish(5)
+        generator.loop_stop()
+        generator.disconnect()
+
+        for dup in (False, True):  # back, and back again without having acked anything
+            got: list = []
+            bridge, _ = bridge_session(got)
+            deadline = time.monotonic() + 5
+            while len(got) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            close(bridge)
+            assert [p for p, _, _ in got] == sent, f"after the bridge came back (dup={dup})"
+            assert {(qos, d) for _, qos, d in got} == {(1, dup)}
+        assert first == []
 
 
 # ====================================================================== --if-absent against a fake Flink
