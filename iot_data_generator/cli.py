@@ -218,8 +218,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--write-registry", default=None, metavar="FILE",
                    help="Write the effective registry (with synthetic sensors) as sensors.json here.")
     o.add_argument("--dry-run", action="store_true",
-                   help="Print '<topic> <payload>' lines to stdout instead of publishing; no broker, "
-                        "no pacing.")
+                   help="Print '<topic><TAB><payload>' lines to stdout instead of publishing (a tab: "
+                        "sensor ids, hence topics, may hold spaces); no broker, no pacing.")
 
     m = parser.add_argument_group("MQTT client")
     m.add_argument("--client-id", default=DEFAULT_CLIENT_ID,
@@ -558,7 +558,7 @@ def run(args: argparse.Namespace) -> int:
             out = sys.stdout
             try:
                 for msg in _paced(stream, speed, stop, pace=False):
-                    out.write(f"{msg.topic} {msg.payload.decode('utf-8', 'backslashreplace')}\n")
+                    out.write(f"{msg.topic}\t{msg.payload.decode('utf-8', 'backslashreplace')}\n")
                     ledger.ack(msg.meta)
                 out.flush()
             except BrokenPipeError:  # e.g. piped into head: a normal way to stop

@@ -165,9 +165,9 @@ def _sensors_section(quality: dict) -> str:
             f'<td class="num">{_fmt_pct(s["completeness"])}</td>',
             f'<td class="num">{_fmt_pct(s["rangeValidity"])}</td>',
             f"<td>{_time(s['lastSeen'])}<br>{badge(s['lastStatus']) if s.get('lastStatus') else ''}</td>",
-            "<td>" + sparkline(s["series"]["mean"], label=f"sensor {s['sensorId']}: 1-minute mean, last 24 h") + "</td>",
+            "<td>" + sparkline(s["series"]["mean"], label=f"{s['sensorId']}: 1-minute mean, last 24 h") + "</td>",
             "<td>" + sparkline(s["series"]["completeness"], lo=0, hi=1, colour="#1a7f37",
-                               label=f"sensor {s['sensorId']}: completeness per minute, last 24 h") + "</td>",
+                               label=f"{s['sensorId']}: completeness per minute, last 24 h") + "</td>",
             f'<td class="muted">{_e(minutes)}</td>',
         ])
     t = quality["thresholds"]

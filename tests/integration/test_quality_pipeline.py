@@ -1,6 +1,6 @@
 """End to end on the local stack: generator -> Mosquitto -> bridge -> Kafka -> the job on Flink.
 
-The generator publishes six minutes of event time for the seed's five sensors (20x faster than
+The generator publishes six minutes of event time for the challenge's five sensors (20x faster than
 real time, stamped from a fixed minute in the past) with injected faults: sensor 1 drops 40% of
 its readings, sensor 2 sends 20% out of range, sensor 3 is silent for minutes 2 and 3, sensor 4
 publishes 10% twice, and malformed payloads are mixed in. Its report says exactly which seqs it
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 UTC = timezone.utc
 MINUTES = 6
-SENSORS = ("1", "2", "3", "4", "5")
+SENSORS = tuple(f"Sensor {i}" for i in range(1, 6))  # the challenge's sensors.json
 THRESHOLDS = Thresholds()
 
 
@@ -85,12 +85,13 @@ def test_generator_to_quality_rows_on_flink(stack, bridge, tmp_path):
         gen = GeneratorProc(settings, bridge.prefix, tmp_path,
                             "--start-time", t0.isoformat(), "--keep-intervals", "--rate", "100",
                             "--count", str(MINUTES * 60 * len(SENSORS)), "--seed", "20261128",
-                            "--drop-rate", "1=0.4", "--out-of-range-rate", "2=0.2", "--silent", "3:120:240",
-                            "--duplicate-rate", "4=0.1", "--malformed-rate", "5=0.02")
+                            "--drop-rate", "Sensor 1=0.4", "--out-of-range-rate", "Sensor 2=0.2",
+                            "--silent", "Sensor 3:120:240", "--duplicate-rate", "Sensor 4=0.1",
+                            "--malformed-rate", "Sensor 5=0.02")
         report = gen.report()
         # The registry changes while the job runs: a new version is stored without a restart.
         doc = json.loads(registry.read_text())
-        doc["9"] = dict(doc["1"], description="added while the job runs")
+        doc["Sensor 9"] = dict(doc["Sensor 1"], description="added while the job runs")
         registry.write_text(json.dumps(doc))
         time.sleep(settings.registry_refresh_s + 1)
         # One reading per sensor stamped 15 s into minute 7 closes minute 6 for every sensor (and
@@ -151,16 +152,16 @@ def test_generator_to_quality_rows_on_flink(stack, bridge, tmp_path):
             out = sum(1 for v in values[(sid, m)] if not reg[sid].in_range(v))
             assert row["out"] == out, (sid, m, row)
             assert row["status"] == THRESHOLDS.status(received, row["completeness"], row["validity"]), (sid, m, row)
-            if sid == "3" and m in (2, 3):
+            if sid == "Sensor 3" and m in (2, 3):
                 assert (row["status"], row["completeness"]) == ("missing", 0.0)
-            elif sid == "1":
+            elif sid == "Sensor 1":
                 assert row["completeness"] == pytest.approx(received / 60)
                 assert row["status"] == ("bad" if received < 30 else "degraded")
-            elif sid == "2":
+            elif sid == "Sensor 2":
                 assert out > 0 and row["validity"] == pytest.approx(1 - out / received)
             else:
                 assert (row["status"], row["completeness"], row["validity"]) == ("ok", 1.0, 1.0), (sid, m, row)
-        assert Counter(row["status"] for (sid, _), row in q.items() if sid == "2")["bad"] >= MINUTES // 2
+        assert Counter(row["status"] for (sid, _), row in q.items() if sid == "Sensor 2")["bad"] >= MINUTES // 2
         # duplicates: what Kafka holds twice, per minute (the generator's total spans minute 6 too)
         copies = Counter()
         for value in _topic_values(settings):
@@ -183,10 +184,10 @@ def test_generator_to_quality_rows_on_flink(stack, bridge, tmp_path):
                 f"select sensor_id, epoch_ms(window_start), count, mean from {cur} where {want_q}"):
             inside = [v for v in values[(sid, (start - t0_ms) // 60_000)] if reg[sid].in_range(v)]
             assert count == len(inside) and math.isclose(mean, sum(inside) / len(inside)), (sid, start)
-        assert not _rows(f"select * from {cur} where sensor_id = '3' and {want_q} and "
+        assert not _rows(f"select * from {cur} where sensor_id = 'Sensor 3' and {want_q} and "
                          f"window_start in (epoch_ms({t0_ms + 120_000}), epoch_ms({t0_ms + 180_000}))")
         versions = sorted((tmp_path / "lake" / "raw" / "sensors").glob("version=*/sensors.json"))
-        assert json.loads(versions[-1].read_text())["9"]["description"] == "added while the job runs"
+        assert json.loads(versions[-1].read_text())["Sensor 9"]["description"] == "added while the job runs"
     finally:
         flink_rest.cancel_job(settings, job_name, result)
 

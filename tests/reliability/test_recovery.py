@@ -1,7 +1,7 @@
 """Break every process of a live run on purpose; nothing may be lost or counted twice.
 
 One live run: the generator publishes seq-numbered readings at the registry's natural rate (the
-seed's five sensors, 1 Hz each), the bridge forwards them, the job writes the lake. In turn:
+challenge's five sensors, 1 Hz each), the bridge forwards them, the job writes the lake. In turn:
 kill -9 the bridge, the Kafka broker, the Flink TaskManager and Mosquitto, each started again at
 once, then stop the job with a savepoint and resubmit it from that savepoint. Recovery time =
 from the fault to the first reading published after it being visible in raw/.
@@ -35,7 +35,7 @@ from tests.integration.procs import BridgeProc, GeneratorProc, wait_for
 pytestmark = pytest.mark.reliability
 
 SCALE = float(os.environ.get("SENSORLAKE_RELIABILITY_SCALE", "1"))
-SENSORS = ("1", "2", "3", "4", "5")
+SENSORS = tuple(f"Sensor {i}" for i in range(1, 6))  # the challenge's sensors.json
 
 
 def _rows(sql: str) -> list:

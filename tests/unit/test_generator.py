@@ -132,7 +132,8 @@ def test_values_follow_a_daily_curve(registry):
         assert len(values) == 1440
         hourly = [statistics.mean(values[h * 60:(h + 1) * 60]) for h in range(24)]
         assert max(hourly) - min(hourly) > 0.1 * 45  # a real day/night swing
-        assert 11 <= hourly.index(max(hourly)) <= 19  # warmest in the afternoon (UTC ~ Madrid solar)
+        local_solar = (hourly.index(max(hourly)) + registry[sid].lng / 15) % 24
+        assert 11 <= local_solar <= 19, sid  # warmest in the afternoon, local solar time
 
 
 def test_out_of_range_stays_in_range_for_synthetic_sensors_too(registry):
@@ -194,22 +195,24 @@ def test_fault_payloads_look_like_their_fault(registry):
 
 
 def test_per_sensor_rates_and_fault_sensors(registry):
-    ns = cli_args(["--drop-rate", "2=0.5", "--duplicate-rate", "0.3", "--fault-sensor", "4"])
+    ns = cli_args(["--drop-rate", "Sensor 2=0.5", "--duplicate-rate", "0.3", "--fault-sensor", "Sensor 4"])
     faults = cli._fault_rates(ns, registry)
-    assert set(faults) == {"2", "4"}
-    assert faults["2"] == FaultRates(drop=0.5)
-    assert faults["4"] == FaultRates(duplicate=0.3)
+    assert set(faults) == {"Sensor 2", "Sensor 4"}
+    assert faults["Sensor 2"] == FaultRates(drop=0.5)
+    assert faults["Sensor 4"] == FaultRates(duplicate=0.3)
     _, report = simulate(make_config(registry, count=5000, faults=faults))
     s = report["sensors"]
-    assert s["2"]["dropped"] / 1000 == pytest.approx(0.5, abs=0.05) and s["2"]["duplicates"] == 0
-    assert s["4"]["duplicates"] / s["4"]["sent"] == pytest.approx(0.3, abs=0.05) and s["4"]["dropped"] == 0
-    for sid in ("1", "3", "5"):
+    s2, s4 = s["Sensor 2"], s["Sensor 4"]
+    assert s2["dropped"] / 1000 == pytest.approx(0.5, abs=0.05) and s2["duplicates"] == 0
+    assert s4["duplicates"] / s4["sent"] == pytest.approx(0.3, abs=0.05) and s4["dropped"] == 0
+    for sid in ("Sensor 1", "Sensor 3", "Sensor 5"):
         assert s[sid]["sent"] == 1000 and s[sid]["dropped"] == s[sid]["duplicates"] == 0
 
 
 def test_plain_rate_applies_to_every_sensor_without_fault_sensor(registry):
-    faults = cli._fault_rates(cli_args(["--drop-rate", "0.1", "--drop-rate", "3=0"]), registry)
-    assert set(faults) == {"1", "2", "4", "5"}  # the per-sensor 0 overrides the plain rate
+    faults = cli._fault_rates(cli_args(["--drop-rate", "0.1", "--drop-rate", "Sensor 3=0"]), registry)
+    # the per-sensor 0 overrides the plain rate
+    assert set(faults) == {"Sensor 1", "Sensor 2", "Sensor 4", "Sensor 5"}
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -304,30 +307,30 @@ def test_start_time_controls_event_timestamps(registry):
 
 
 def test_silent_window_produces_no_readings(registry):
-    config = make_config(registry, horizon_s=60, silent={"2": [(10, 20), (40, 45)]})
+    config = make_config(registry, horizon_s=60, silent={"Sensor 2": [(10, 20), (40, 45)]})
     messages, report = simulate(config)
     by_sensor = readings_by_sensor(messages)
     offsets = [(datetime.fromisoformat(json.loads(m.payload)["timestamp"]) - START).total_seconds()
-               for m in by_sensor["2"]]
+               for m in by_sensor["Sensor 2"]]
     assert not [o for o in offsets if 10 <= o < 20 or 40 <= o < 45]
-    assert len(offsets) == 60 - 15 and report["sensors"]["2"]["silenced"] == 15
-    assert [m.meta.seq for m in by_sensor["2"]] == list(range(45))  # silence is not loss
-    assert all(len(by_sensor[s]) == 60 for s in ("1", "3", "4", "5"))
+    assert len(offsets) == 60 - 15 and report["sensors"]["Sensor 2"]["silenced"] == 15
+    assert [m.meta.seq for m in by_sensor["Sensor 2"]] == list(range(45))  # silence is not loss
+    assert all(len(by_sensor[s]) == 60 for s in ("Sensor 1", "Sensor 3", "Sensor 4", "Sensor 5"))
 
 
 def test_rate_scales_intervals_unless_keep_intervals(capsys):
     def timestamps(extra):
         assert cli.main(["--dry-run", "--seed", "1", "--start-time", "2026-11-28T17:00:00Z", *extra]) == 0
         lines = capsys.readouterr().out.splitlines()
-        return [json.loads(line.split(" ", 1)[1]) for line in lines]
+        return [json.loads(line.split("\t", 1)[1]) for line in lines]
 
     live = timestamps(["--rate", "10", "--duration", "3"])  # 5 sensors at 2 Hz: event time = wall time
     assert len(live) == 30
-    assert {d["timestamp"] for d in live if d["sensor_id"] == "1"} == {
+    assert {d["timestamp"] for d in live if d["sensor_id"] == "Sensor 1"} == {
         f"2026-11-28T17:00:0{s // 2}.{(s % 2) * 5}00000Z" for s in range(6)}
     fast = timestamps(["--rate", "10", "--duration", "3", "--keep-intervals"])  # 1 Hz intervals, 2x time
     assert len(fast) == 30
-    assert [d["timestamp"] for d in fast if d["sensor_id"] == "1"] == [
+    assert [d["timestamp"] for d in fast if d["sensor_id"] == "Sensor 1"] == [
         f"2026-11-28T17:00:0{s}.000000Z" for s in range(6)]
 
 
@@ -396,7 +399,7 @@ def test_bad_cli_input_is_an_argparse_error(argv, fragment, capsys):
 
 def test_dry_run_writes_the_report(tmp_path, capsys):
     report_path = tmp_path / "report.json"
-    code = cli.main(["--dry-run", "--count", "50", "--seed", "9", "--drop-rate", "1=0.5",
+    code = cli.main(["--dry-run", "--count", "50", "--seed", "9", "--drop-rate", "Sensor 1=0.5",
                      "--report", str(report_path)])
     assert code == 0
     out, err = capsys.readouterr()
@@ -407,7 +410,7 @@ def test_dry_run_writes_the_report(tmp_path, capsys):
     assert report["options"]["seed"] == 9 and report["options"]["count"] == 50
     assert "mqtt_generator_password" not in json.dumps(report)
     assert report["stopped_by"] == "end" and report["exit_code"] == 0
-    assert set(report["sensors"]) == {"1", "2", "3", "4", "5"}
+    assert set(report["sensors"]) == {"Sensor 1", "Sensor 2", "Sensor 3", "Sensor 4", "Sensor 5"}
     assert t["generated"] == 50 and t["sent"] + t["dropped"] == 50
 
 

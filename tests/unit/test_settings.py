@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -41,12 +42,17 @@ def test_secrets_are_redacted_and_round_trip_through_env():
     assert Settings.load(env=s.as_env()) == s
 
 
-def test_seed_registry_has_the_five_sensors():
-    reg = load_registry(REPO_ROOT / "iot_data_generator" / "sensors.json")
-    assert [reg[k].description for k in sorted(reg)] == [
-        "Main Entrance", "Kitchen", "Deposit", "Assembly Floor", "Offices"]
-    assert all((s.range_min, s.range_max, s.unit, s.interval_ms) == (0, 45, "C", 1000) for s in reg.values())
-    assert reg["1"].expected_per_minute == 60
+def test_default_registry_is_the_challenges_sensors_json_as_it_is():
+    path = REPO_ROOT / "iot_data_generator" / "sensors.json"
+    reg = load_registry(path)
+    assert list(reg) == [f"Sensor {i}" for i in range(1, 6)]
+    assert [(reg[k].lat, reg[k].lng, reg[k].description) for k in reg] == [
+        (10, 10, "Main Entrance"), (90, 90, "Kitchen"), (90, 10, "Deposit"), (10, 90, "Assemlby Floor"),  # sic
+        (50, 50, "Offices")]
+    assert all((s.range_min, s.range_max, s.unit, s.type) == (0, 45, "C", "temperature") for s in reg.values())
+    # no interval_ms in the challenge's file: the default, one reading a second
+    assert all("interval_ms" not in spec for spec in json.loads(path.read_text()).values())
+    assert all(s.interval_ms == 1000 and s.expected_per_minute == 60 for s in reg.values())
 
 
 @pytest.mark.parametrize("doc, msg", [
