@@ -1,4 +1,4 @@
-"""Per-sensor quality: the definitions of docs/design.md ("Quality"), in one place.
+"""Per-sensor quality: the definitions of docs/design.md ("Quality definitions"), in one place.
 
 Pure functions over tallies, so the rules are tested without Beam and read in one place: the
 pipeline applies them to each sensor-minute, the catalogue to a sensor's last 24 hours.

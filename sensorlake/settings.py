@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     bundle_max_ms: int = _opt(5_000, "A Beam bundle is closed after this long (adds at most this to freshness).",
                               ge=1)
 
-    # Event time, 1-minute windows and quality (docs/design.md, "Quality")
+    # Event time, 1-minute windows and quality (docs/design.md, "Quality definitions")
     out_of_orderness_ms: int = _opt(10_000, "A sensor's watermark trails its newest event time by this.")
     allowed_lateness_ms: int = _opt(300_000, "Late readings update their window for this long after it closed.")
     idle_timeout_ms: int = _opt(
