@@ -82,7 +82,7 @@ class Role:
     kind      "infra" (a runtime the stack starts), "app" (our CLI, long-running) or "oneshot"
     argv      for apps: the arguments of our entry point, ``sensorlake ARGV`` (both deployments)
     compose_args / local_args   what only one deployment adds ("{home}": the local state folder)
-    settings  the Settings this role reads; compose passes it no other SENSORLAKE_* variable
+    settings  the Settings it reads (ROLE_SETTINGS[name]); compose passes it no other SENSORLAKE_* variable
     ports     Settings (or Settings properties) naming the ports it listens on
     published the ports compose publishes, on 127.0.0.1 only, at the same number
     probe     how readiness / health is told (see ``probe``)
@@ -95,7 +95,6 @@ class Role:
     argv: tuple[str, ...] = ()
     compose_args: tuple[str, ...] = ()
     local_args: tuple[str, ...] = ()
-    settings: tuple[str, ...] = ()
     ports: tuple[str, ...] = ()
     published: tuple[str, ...] = ()
     probe: str = "tcp"
@@ -103,6 +102,10 @@ class Role:
     after: tuple[tuple[str, str], ...] = ()
     scalable: bool = False
     timeout: float = 90.0
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        return ROLE_SETTINGS[self.name]
 
     def compose_argv(self) -> list[str]:
         return [*self.argv, *self.compose_args]
@@ -116,37 +119,32 @@ class Role:
 
 HEALTHY, STARTED, COMPLETED = "service_healthy", "service_started", "service_completed_successfully"
 
-R = ROLE_SETTINGS
-
 ROLES: tuple[Role, ...] = (
-    Role("mosquitto", "mosquitto", "infra", settings=R["mosquitto"], ports=("mqtt_port",),
-         published=("mqtt_port",), timeout=20),
-    Role("kafka", "kafka", "infra", settings=R["kafka"],
-         ports=("kafka_bootstrap_port", "kafka_controller_port"), published=("kafka_bootstrap_port",)),
-    Role("kafka-init", None, "oneshot", settings=R["kafka-init"], probe="none", after=(("kafka", HEALTHY),)),
-    Role("jobmanager", "flink-jobmanager", "infra", settings=R["jobmanager"],
+    Role("mosquitto", "mosquitto", "infra", ports=("mqtt_port",), published=("mqtt_port",), timeout=20),
+    Role("kafka", "kafka", "infra", ports=("kafka_bootstrap_port", "kafka_controller_port"),
+         published=("kafka_bootstrap_port",)),
+    Role("kafka-init", None, "oneshot", probe="none", after=(("kafka", HEALTHY),)),
+    Role("jobmanager", "flink-jobmanager", "infra",
          ports=("flink_rest_port", "flink_rpc_port"), published=("flink_rest_port",), probe="flink-rest",
          host="flink_host"),
-    Role("taskmanager", "flink-taskmanager", "infra", settings=R["taskmanager"], probe="flink-taskmanager",
+    Role("taskmanager", "flink-taskmanager", "infra", probe="flink-taskmanager",
          after=(("jobmanager", HEALTHY),), scalable=True),
-    Role("expansion", "expansion", "infra", settings=R["expansion"], ports=("expansion_port",), host="expansion_host"),
-    Role("jobserver", "jobserver", "infra", settings=R["jobserver"],
+    Role("expansion", "expansion", "infra", ports=("expansion_port",), host="expansion_host"),
+    Role("jobserver", "jobserver", "infra",
          ports=("job_server_port", "artifact_port"), host="job_server_host", after=(("jobmanager", HEALTHY),)),
-    Role("bridge", "bridge", "app", argv=("bridge",), settings=R["bridge"], ports=("bridge_metrics_port",),
+    Role("bridge", "bridge", "app", argv=("bridge",), ports=("bridge_metrics_port",),
          probe="bridge", after=(("mosquitto", HEALTHY), ("kafka-init", COMPLETED)), timeout=60),
-    Role("generator", "generator", "app", argv=("generate",),
-         local_args=("--report", "{home}/generator-report.json"), settings=R["generator"],
+    Role("generator", "generator", "app", argv=("generate",), local_args=("--report", "{home}/generator-report.json"),
          probe="mqtt-connected", after=(("mosquitto", HEALTHY),), timeout=10),
     # Locally the job's Python workers run in this process (LOOPBACK): it stays in the foreground.
     # In compose the workers run in the TaskManagers (PROCESS) and the submitter only submits when
     # no live job of that name exists, then watches it, so a second `up` never adds a copy.
-    Role("pipeline", "pipeline", "app", argv=("pipeline", "run"), compose_args=("--if-absent",),
-         settings=R["pipeline"], probe="flink-job",
+    Role("pipeline", "pipeline", "app", argv=("pipeline", "run"), compose_args=("--if-absent",), probe="flink-job",
          after=(("jobserver", HEALTHY), ("expansion", HEALTHY), ("taskmanager", HEALTHY),
                 ("kafka-init", COMPLETED)),
          timeout=300),
     # The data catalogue page (it also rebuilds <lake>/_catalog/ every catalog_interval_s).
-    Role("catalog", "catalog", "app", argv=("catalog", "serve"), settings=R["catalog"],
+    Role("catalog", "catalog", "app", argv=("catalog", "serve"),
          ports=("catalog_port",), published=("catalog_port",), probe="http", host="catalog_host", timeout=60),
 )
 BY_NAME = {r.name: r for r in ROLES}
