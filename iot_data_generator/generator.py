@@ -134,8 +134,8 @@ def with_synthetic(sensors: Mapping[str, Sensor], n: int) -> dict[str, Sensor]:
         jitter = (i % 100) * 1e-4
         out[sid] = Sensor(
             sensor_id=sid,
-            lat=None if t.lat is None else round(t.lat + jitter, 6),
-            lng=None if t.lng is None else round(t.lng - jitter, 6),
+            lat=None if t.lat is None else _nudge(t.lat, jitter, 90),
+            lng=None if t.lng is None else _nudge(t.lng, -jitter, 180),
             unit=t.unit,
             type=t.type,
             range_min=t.range_min,
@@ -144,6 +144,12 @@ def with_synthetic(sensors: Mapping[str, Sensor], n: int) -> dict[str, Sensor]:
             interval_ms=t.interval_ms,
         )
     return out
+
+
+def _nudge(v: float, by: float, bound: float) -> float:
+    """v moved by ``by``, or the other way when that would leave [-bound, bound] (the challenge's
+    sensors sit on lat 90)."""
+    return round(v + by if -bound <= v + by <= bound else v - by, 6)
 
 
 def registry_document(sensors: Mapping[str, Sensor]) -> dict:

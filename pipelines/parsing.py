@@ -7,7 +7,7 @@ replay) a streaming bundle. Rejections are kept, not dropped: ``ParseReadings`` 
 
 The contract itself (field names and aliases, sensor ids, timestamp forms, values, topics) is
 ``sensorlake.contract``, the one implementation the bridge uses too; docs/contract.md has it as a
-table. What only the pipeline decides:
+table (docs/design.md, "Message contract", the why). What only the pipeline decides:
 
 * ``timestamp_out_of_range``: before 1970, or more than ``max_future_ms`` (a day) ahead of now.
 * ``seq`` (optional): a non-negative 64-bit integer; ``unit``/``type``: ``metadata`` first, then
@@ -24,12 +24,12 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.schemas import RAW_READINGS_DATASET, REJECTED_READINGS_DATASET
 from pipelines.sinks import LakeRecord
 from pipelines.windows import Observation
 from sensorlake import contract
 from sensorlake.contract import (EPOCH_SECONDS_LIMIT, MAX_SENSOR_ID_LEN, epoch_to_ms,  # noqa: F401 - re-exported
                                  iso_to_ms)
+from sensorlake.lake import RAW_READINGS_DATASET, REJECTED_READINGS_DATASET
 from sensorlake.registry import Sensor
 
 DEFAULT_MAX_PAYLOAD_BYTES = 262_144
@@ -210,8 +210,9 @@ def _header_text(headers: Mapping | None, name: str) -> str | None:
 
 
 class ParseReadings(beam.DoFn):
-    """KafkaRecord -> LakeRecord (raw or rejected row), plus an Observation per reading on tag
-    ``readings`` (for the 1-minute windows).
+    """KafkaRecord -> LakeRecord (raw or rejected row, with its Kafka coordinates), plus an
+    Observation per reading on tag ``readings`` (for the 1-minute windows). Where a row is stored
+    is the sink's business (sensorlake.lake).
 
     ``registry`` is a mapping, or a callable returning the current one (a ``RegistrySource``
     follows registry updates without a restart). ``topic_prefix``: the bridge's MQTT topic prefix,
@@ -261,8 +262,7 @@ class ParseReadings(beam.DoFn):
                 "kafka_partition": record.partition, "kafka_offset": record.offset,
                 "kafka_timestamp": kafka_ts, "ingest_time": ingest_time,
             }
-            part = f"date={et.year:04d}-{et.month:02d}-{et.day:02d}/hour={et.hour:02d}"
-            yield LakeRecord(record.partition, record.offset, RAW_READINGS_DATASET, part, row)
+            yield LakeRecord(record.partition, record.offset, RAW_READINGS_DATASET, row)
             yield beam.pvalue.TaggedOutput(self.READINGS_TAG, Observation(
                 result.sensor_id, result.event_time_ms, result.value, result.seq,
                 _arrival_ms(record, now_ms), result.unit, record.partition))
@@ -275,5 +275,4 @@ class ParseReadings(beam.DoFn):
                 "kafka_offset": record.offset, "kafka_timestamp": kafka_ts,
                 "mqtt_topic": topic, "ingest_time": ingest_time,
             }
-            part = f"date={kafka_ts.year:04d}-{kafka_ts.month:02d}-{kafka_ts.day:02d}"
-            yield LakeRecord(record.partition, record.offset, REJECTED_READINGS_DATASET, part, row)
+            yield LakeRecord(record.partition, record.offset, REJECTED_READINGS_DATASET, row)

@@ -14,7 +14,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from unittest import mock
 
-import pyarrow as pa
 import pytest
 from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import Timestamp
@@ -24,13 +23,13 @@ from pipelines.batching import GroupPerBundle
 from pipelines.dedupe import _DedupeBySensor
 from pipelines.kafka_io import KafkaRecord
 from pipelines.parsing import ParseReadings
-from pipelines.quality import Thresholds
 from pipelines.registry_source import store_registry_version
-from pipelines.schemas import RAW_READINGS_DATASET, SCHEMAS
-from pipelines.sinks import _ChunkWriter, window_file, write_parquet_atomically
+from pipelines.sinks import _ChunkWriter, _WindowFileWriter
 from pipelines.windows import AddHeartbeats, SensorMinutes, WindowSettings
+from sensorlake import lake as lakedef
 from sensorlake import sql
 from sensorlake.catalog import write_catalog
+from sensorlake.quality import Thresholds
 from sensorlake.registry import parse_registry
 from sensorlake.settings import DEFAULT_REGISTRY, Settings
 
@@ -47,14 +46,17 @@ class _Inc:
 
 
 class _State:
-    def __init__(self):
-        self.value = None
+    def __init__(self, value=None):
+        self.value = value
 
     def read(self):
         return self.value
 
     def write(self, value):
         self.value = value
+
+    def clear(self):
+        self.value = None
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +99,14 @@ def lake(tmp_path_factory):
     kept = [r for r in dedupe.process((0, lake_rows), seen) if r.dataset is not None]
     assert len(kept) == len(lake_rows) == len(records), "no challenge message merged, none rejected"
 
-    writer = _ChunkWriter(str(root), SCHEMAS, 10_000, 1.0)
-    writer._rows_written = writer._files_written = _Inc()
+    with mock.patch.object(Metrics, "counter", lambda namespace, name: _Inc()):
+        chunks = _ChunkWriter(str(root), lakedef.BY_NAME, 10_000, 1.0)
+        minute_files = _WindowFileWriter(str(root), lakedef.BY_NAME, 1.0)
     by_partition = defaultdict(list)
     for r in kept:
         by_partition[r.kafka_partition].append(r)
-    for partition, rs in by_partition.items():
-        writer._write_chunk(partition, 0, rs, merge=False)
+    for partition, rs in by_partition.items():  # what the sink's flush timer writes
+        chunks.flush((partition, 0), _State([rs]), _State())
 
     group = GroupPerBundle()
     group.start_bundle()
@@ -114,17 +117,11 @@ def lake(tmp_path_factory):
     for wv in group.finish_bundle():
         shard, _ = wv.value
         window_rows.extend(minutes.process(wv.value, states.setdefault(shard, _State())))
-    newest = {}
-    for w in window_rows:
-        key = (w.dataset, w.window_start_ms, w.sensor_id)
-        if key not in newest or w.row["version"] >= newest[key].row["version"]:
-            newest[key] = w
     files = defaultdict(list)
-    for (dataset, start, _), w in newest.items():
-        files[(dataset, start)].append(w.row)
-    for (dataset, start), rows in files.items():
-        write_parquet_atomically(window_file(str(root), dataset, start, 0),
-                                 pa.Table.from_pylist(rows, schema=SCHEMAS[dataset]))
+    for w in window_rows:
+        files[(w.dataset, w.window_start_ms, 0)].append(w)
+    for key, rows in files.items():
+        minute_files.flush(key, _State([rows]), _State())
     return root, list(registry)
 
 
