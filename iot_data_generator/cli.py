@@ -9,6 +9,13 @@ the wall clock (a live feed). With ``--keep-intervals`` the registry intervals a
 time runs ``rate / natural rate`` times faster than the wall clock (a fast backfill from
 ``--start-time``). Either way no reading is published before its event time: a backfill that
 catches up with the present continues as a live feed.
+
+Two modes (SENSORLAKE_GENERATOR_MODE): ``sensorlake`` (the default) is ours, as above: one topic
+per sensor, seq and metadata, QoS SENSORLAKE_MQTT_QOS, fault injection. ``challenge`` sends exactly
+what the challenge's own generator sends: topic ``<prefix>`` (``sensors``), QoS 0, MQTT 3.1.1
+with a clean session, ``{"id", "dt", "value"}`` with ``dt`` the UTC time of publishing, each
+sensor publishing and then sleeping its interval (``ChallengeStream``). Unlike the original it
+reads the broker's CONNACK, so a refused login is an error and not silence.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 
 from iot_data_generator.generator import (
     DEFAULT_LATE_DELAY_S,
+    ChallengeStream,
     FAULT_NAMES,
     FaultRates,
     GeneratorConfig,
@@ -474,6 +482,13 @@ def run(args: argparse.Namespace) -> int:
     unknown = _unknown_sensors(args, sensors)
     if unknown:
         return usage_error(unknown)
+    challenge = settings.generator_mode == "challenge"
+    if challenge:
+        conflict = _not_in_challenge_mode(args)
+        if conflict:
+            return usage_error(f"{conflict} is not available with SENSORLAKE_GENERATOR_MODE=challenge: that mode "
+                               "sends exactly the challenge generator's messages (each sensor once per interval_ms, "
+                               "dt = now, no faults)")
 
     faults = _fault_rates(args, sensors)
     silent: dict[str, list[tuple[float, float]]] = {}
@@ -507,7 +522,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot write {args.write_registry}: {exc.strerror}", file=sys.stderr)
             return 2
 
-    stream = ReadingStream(config)
+    options["generator_mode"] = settings.generator_mode
+    if challenge:
+        # The challenge's generator: MQTT_TOPIC (here the prefix itself), QoS 0, MQTT 3.1.1, a clean
+        # session with a broker-assigned client id, and a new message per sensor every interval_ms.
+        stream = ChallengeStream(sensors, settings.mqtt_topic_prefix.strip("/"), seed, count=args.count,
+                                 duration_s=args.duration, pace=not args.dry_run, start=args.start_time)
+        settings = settings.replace(mqtt_qos=0)
+        client_id = "" if args.client_id == DEFAULT_CLIENT_ID else args.client_id
+        protocol = "3.1.1"
+        options.update(mqtt_qos=0, rate=natural, interval_scale=1.0, event_seconds_per_wall_second=1.0)
+    else:
+        stream = ReadingStream(config)
+        client_id, protocol = args.client_id, args.mqtt_protocol
     ledger = Ledger(sensors)
     stop = _Stop(stream)
     started_at = datetime.now(timezone.utc)
@@ -520,7 +547,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             out = sys.stdout
             try:
-                for msg in _paced(stream, speed, stop, pace=False):
+                for msg in (stream if challenge else _paced(stream, speed, stop, pace=False)):
                     out.write(f"{msg.topic}\t{msg.payload.decode('utf-8', 'backslashreplace')}\n")
                     ledger.ack(msg.meta)
                 out.flush()
@@ -528,14 +555,13 @@ def run(args: argparse.Namespace) -> int:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no noise at exit
                 stopped_by = "broken_pipe"
         else:
-            publisher = MqttPublisher(settings, ledger, args.client_id, args.mqtt_protocol,
-                                      args.max_inflight, args.ack_timeout)
+            publisher = MqttPublisher(settings, ledger, client_id, protocol, args.max_inflight, args.ack_timeout)
             publisher.connect()
             _log(logging.INFO, "publishing", sensors=len(sensors), rate=round(rate, 3), seed=seed,
                  start=start.isoformat())
             msg = None
             try:
-                for msg in _paced(stream, speed, stop, pace=True):
+                for msg in (stream if challenge else _paced(stream, speed, stop, pace=True)):
                     publisher.publish(msg, stop)
             except _Aborted:
                 ledger.unsent(msg.meta)  # taken from the stream, never handed to paho
@@ -612,6 +638,16 @@ def _unknown_sensors(args: argparse.Namespace, sensors: dict) -> str | None:
                 known = ", ".join(list(sensors)[:10]) + (", ..." if len(sensors) > 10 else "")
                 return f"argument {flag}: unknown sensor {sid!r} (known: {known})"
     return None
+
+
+def _not_in_challenge_mode(args: argparse.Namespace) -> str | None:
+    """The first option given that the challenge's generator has no equivalent for."""
+    given = [("--rate", args.rate is not None), ("--keep-intervals", args.keep_intervals),
+             ("--start-time (without --dry-run)", args.start_time is not None and not args.dry_run),
+             ("--silent", bool(args.silent)), ("--fault-sensor", bool(args.fault_sensor)),
+             ("--late-delay", tuple(args.late_delay) != DEFAULT_LATE_DELAY_S)]
+    given += [("--" + name.replace("_", "-") + "-rate", bool(getattr(args, name + "_rate"))) for name in FAULT_NAMES]
+    return next((flag for flag, present in given if present), None)
 
 
 def _fault_rates(args: argparse.Namespace, sensors: dict) -> dict[str, FaultRates]:

@@ -31,7 +31,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from sensorlake.registry import Sensor
@@ -434,6 +434,86 @@ def _malformed(st: _SensorState, ts: str, value: float, rng: random.Random) -> t
     elif kind == "bad_timestamp":
         doc["timestamp"] = "not-a-timestamp"
     return kind, json.dumps(doc).encode()
+
+
+# --------------------------------------------------------------------------- the challenge's messages
+def challenge_payload(sensor_id: str, utc: datetime, value: int) -> bytes:
+    """Exactly what the challenge's own generator publishes: ``json.dumps`` of id, dt and value,
+    ``dt`` being ``datetime.utcnow().isoformat()`` (no zone; no fraction when the microsecond is 0)."""
+    if utc.tzinfo is not None:
+        utc = utc.astimezone(timezone.utc).replace(tzinfo=None)
+    return json.dumps({"id": sensor_id, "dt": utc.isoformat(), "value": value}).encode()
+
+
+def challenge_value(rng: random.Random, sensor: Sensor) -> int:
+    """An integer drawn uniformly from the sensor's range, as the challenge's generator draws it."""
+    lo, hi = math.ceil(sensor.range_min), math.floor(sensor.range_max)
+    return rng.randint(lo, hi) if lo <= hi else round(sensor.range_min)
+
+
+class ChallengeStream:
+    """The challenge's generator as a stream: each sensor publishes (``dt`` = the UTC time of that
+    moment), then sleeps its ``interval_ms`` (the challenge's INTERVAL_MS, 1000) before the next.
+    All sensors start at once. No seq in the payload: ``Meta.seq`` only numbers each sensor's
+    messages for the report.
+
+    ``pace=False`` (dry runs, tests): no sleeping, and time is simulated from ``start`` as if every
+    publish took no time. Stops after ``count`` messages or ``duration_s`` seconds, or on :meth:`stop`.
+    """
+
+    def __init__(self, sensors: Mapping[str, Sensor], topic: str, seed: int, *, count: int | None = None,
+                 duration_s: float | None = None, pace: bool = True, start: datetime | None = None,
+                 clock=time.monotonic, sleep=time.sleep) -> None:
+        if not sensors:
+            raise ValueError("no sensors to generate readings for")
+        self.sensors = sensors
+        self.topic = topic
+        self.rng = random.Random(f"sensorlake-challenge:{seed}")
+        self.count = count
+        self.duration_s = duration_s
+        self.pace = pace
+        self.start = start
+        self._clock = clock
+        self._sleep = sleep
+        self.counters = {sid: SensorCounters() for sid in sensors}
+        self.generated = 0
+        self.draining = False
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def pending(self) -> list[Message]:
+        return []
+
+    def __iter__(self) -> Iterator[Message]:
+        t0 = self._clock() if self.pace else 0.0
+        start = self.start or datetime.now(timezone.utc)
+        heap = [(t0, i, sid) for i, sid in enumerate(self.sensors)]
+        while not self._stopping:
+            at, i, sid = heap[0]
+            if self.count is not None and self.generated >= self.count:
+                break
+            if self.duration_s is not None and at - t0 >= self.duration_s:
+                break
+            if self.pace:
+                while not self._stopping and (left := at - self._clock()) > 0:
+                    self._sleep(min(left, 0.25))
+                if self._stopping:
+                    break
+                utc = datetime.now(timezone.utc)
+            else:
+                utc = start + timedelta(seconds=at - t0)
+            sensor = self.sensors[sid]
+            c = self.counters[sid]
+            event_us = to_epoch_us(utc)
+            payload = challenge_payload(sid, utc, challenge_value(self.rng, sensor))
+            self.generated += 1
+            yield Message(self.topic, payload, Meta(sid, c.next_seq, READING, event_us, int((at - t0) * 1e6)))
+            c.next_seq += 1
+            done = self._clock() if self.pace else at
+            heapq.heapreplace(heap, (done + sensor.interval_ms / 1000.0, i, sid))  # publish, then sleep
+        self.draining = True
 
 
 # --------------------------------------------------------------------------- accounting

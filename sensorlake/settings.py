@@ -18,7 +18,7 @@ import argparse
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from dotenv import dotenv_values
 from pydantic import Field, ValidationError
@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     mqtt_bridge_password: str = _opt("", "MQTT password of the bridge.", secret=True)
     mqtt_tls_ca: str = _opt("", "CA file; enables TLS to the broker when set.")
     mqtt_qos: int = _opt(1, "MQTT QoS for readings.")
+
+    # Generator (`sensorlake generate`)
+    generator_mode: Literal["sensorlake", "challenge"] = _opt(
+        "sensorlake", "What the generator sends. sensorlake: one topic per sensor (<prefix>/<id>), "
+        "SENSORLAKE_MQTT_QOS, sensor_id/timestamp/value/seq/metadata, fault injection. challenge: "
+        "exactly the challenge's own generator: topic <prefix>, QoS 0, MQTT 3.1.1 clean session, "
+        "{\"id\", \"dt\": datetime.utcnow().isoformat(), \"value\": an integer in range}, no seq.")
 
     # Kafka
     kafka_bootstrap: str = _opt("127.0.0.1:9092", "Kafka bootstrap servers.")
@@ -267,7 +274,8 @@ ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
     "bridge": (*_MQTT_CLIENT, "mqtt_bridge_user", "mqtt_bridge_password", "kafka_bootstrap", *_TOPICS,
                "bridge_id", "bridge_client_id", "bridge_max_inflight", "bridge_max_payload_bytes",
                "bridge_metrics_port", "bridge_session_expiry_s", "log_level"),
-    "generator": ("registry", *_MQTT_CLIENT, "mqtt_generator_user", "mqtt_generator_password", "log_level"),
+    "generator": ("registry", *_MQTT_CLIENT, "mqtt_generator_user", "mqtt_generator_password", "generator_mode",
+                  "log_level"),
     "pipeline": ("lake", "registry", "kafka_bootstrap", "kafka_topic", "mqtt_topic_prefix", *_FLINK_CLIENT,
                  "job_server_host",
                  "job_server_port", "artifact_port", "expansion_host", "expansion_port", "job_name",

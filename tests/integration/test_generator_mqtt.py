@@ -205,3 +205,24 @@ def test_bad_credentials_exit_2_without_traceback(private_mosquitto, tmp_path):
     assert len(lines) == 1 and "refused the connection" in lines[0], proc.stderr
     ok = run_generator(port, "--count", "5", "--mqtt-generator-password", "right")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_challenge_mode_publishes_the_challenges_messages_at_qos0(private_mosquitto, tmp_path):
+    port = private_mosquitto()
+    sub = Subscriber(port)
+    report_path = tmp_path / "report.json"
+    try:
+        t0 = time.monotonic()
+        proc = run_generator(port, "--generator-mode", "challenge", "--count", "10", "--report", str(report_path))
+        elapsed = time.monotonic() - t0
+        assert proc.returncode == 0, proc.stderr
+        received = sub.wait_for(10)
+    finally:
+        sub.close()
+    assert len(received) == 10 and {topic for topic, _ in received} == {"sensors"}
+    docs = [json.loads(p) for _, p in received]
+    assert all(list(d) == ["id", "dt", "value"] for d in docs)
+    assert Counter(d["id"] for d in docs) == {f"Sensor {i}": 2 for i in range(1, 6)}
+    report = json.loads(report_path.read_text())
+    assert report["options"]["generator_mode"] == "challenge" and report["totals"]["sent"] == 10
+    assert 1.0 <= elapsed < 20  # each sensor sleeps a second between its two messages

@@ -21,6 +21,7 @@ from iot_data_generator.generator import (
     DUPLICATE,
     MALFORMED,
     READING,
+    ChallengeStream,
     FaultRates,
     GeneratorConfig,
     Ledger,
@@ -31,6 +32,7 @@ from iot_data_generator.generator import (
     simulate,
     with_synthetic,
 )
+from pipelines.parsing import parse_reading
 from sensorlake.registry import load_registry, parse_registry
 from sensorlake.settings import DEFAULT_REGISTRY
 
@@ -454,3 +456,77 @@ def test_mixed_intervals_and_a_steady_publish_schedule():
         assert event_offset == m.meta.seq * interval_us  # timestamps stay on the slots
         assert event_offset <= m.meta.offset_us < event_offset + interval_us  # staggered publish
     assert len({m.meta.offset_us for m in messages if m.meta.sensor_id != "slow"}) == 20  # a and b apart
+
+
+# ----------------------------------------------------------------------------- challenge mode
+def challenge_lines(capsys, *argv):
+    assert cli.main(["--generator-mode", "challenge", "--dry-run", "--seed", "4", *argv]) == 0
+    return [line.split("\t", 1) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_challenge_mode_sends_exactly_the_challenges_messages(registry, capsys):
+    lines = challenge_lines(capsys, "--count", "25", "--start-time", "2026-12-02T03:30:45")
+    assert len(lines) == 25 and {topic for topic, _ in lines} == {"sensors"}
+    by_sensor: dict[str, list[dict]] = {}
+    for _, payload in lines:
+        doc = json.loads(payload)
+        assert list(doc) == ["id", "dt", "value"], payload  # no seq, no metadata, that order
+        assert payload == json.dumps(doc)  # json.dumps' own spacing, as the original
+        assert type(doc["value"]) is int and 0 <= doc["value"] <= 45
+        by_sensor.setdefault(doc["id"], []).append(doc)
+        reading = parse_reading(payload.encode(), registry=registry, now_ms=1_900_000_000_000)
+        assert reading.sensor_id == doc["id"] and reading.seq is None and reading.registered
+    assert sorted(by_sensor) == sorted(registry)
+    # dt = datetime.utcnow().isoformat(): no zone, and no fraction when the microsecond is 0
+    assert [d["dt"] for d in by_sensor["Sensor 1"]] == [f"2026-12-02T03:30:{45 + s}" for s in range(5)]
+    lines = challenge_lines(capsys, "--count", "5", "--start-time", "2026-12-02T03:30:45.445217Z")
+    assert json.loads(lines[0][1])["dt"] == "2026-12-02T03:30:45.445217"
+
+
+def test_challenge_mode_report_and_options(tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    challenge_lines(capsys, "--duration", "3", "--report", str(report_path), "--mqtt-qos", "1")
+    report = json.loads(report_path.read_text())
+    assert report["options"]["generator_mode"] == "challenge" and report["options"]["mqtt_qos"] == 0
+    assert report["totals"]["sent"] == 15  # 5 sensors, 3 seconds, all start at once
+    assert {s["sent"] for s in report["sensors"].values()} == {3}
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--drop-rate", "0.1"], "--drop-rate"), (["--rate", "50"], "--rate"), (["--silent", "Sensor 1:0:5"], "--silent"),
+    (["--keep-intervals"], "--keep-intervals"), (["--fault-sensor", "Sensor 1"], "--fault-sensor"),
+])
+def test_challenge_mode_refuses_what_the_challenges_generator_cannot_do(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--generator-mode", "challenge", "--dry-run", "--count", "1", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "SENSORLAKE_GENERATOR_MODE=challenge" in err and "Traceback" not in err
+
+
+def test_challenge_mode_is_a_setting(monkeypatch, capsys):
+    monkeypatch.setenv("SENSORLAKE_GENERATOR_MODE", "challenge")
+    assert cli.main(["--dry-run", "--count", "2"]) == 0
+    assert capsys.readouterr().out.startswith("sensors\t{\"id\": ")
+    monkeypatch.setenv("SENSORLAKE_GENERATOR_MODE", "nonsense")
+    assert cli.main(["--dry-run", "--count", "2"]) == 2
+    assert "SENSORLAKE_GENERATOR_MODE" in capsys.readouterr().err
+
+
+def test_challenge_stream_publishes_then_sleeps_each_sensor(registry):
+    """Each sensor's next message comes its interval after its previous publish *finished* (the
+    original sleeps after publishing), so a slow publish delays that sensor, not the schedule."""
+    now = [100.0]
+
+    def sleep(s):
+        now[0] += s
+
+    stream = ChallengeStream(registry, "sensors", seed=1, count=15, clock=lambda: now[0], sleep=sleep)
+    sent = []
+    for msg in stream:
+        sent.append((msg.meta.sensor_id, now[0]))
+        now[0] += 0.01  # publishing takes 10 ms
+    for sid in registry:
+        times = [t for s, t in sent if s == sid]
+        assert len(times) == 3
+        assert [b - a for a, b in zip(times, times[1:])] == [pytest.approx(1.01)] * 2  # interval + publish
