@@ -6,6 +6,10 @@ own key can. State is per sensor and bounded: seqs are kept as merged [lo, hi] r
 ranges per sensor in practice) within ``seq_horizon`` of the newest seq, event times within
 ``time_horizon_ms`` of the newest one. The state lives in Flink checkpoints together with the
 Kafka offsets, so a restore replays records against the state they were first judged with.
+
+Without a seq (the challenge's messages) event time is compared to the millisecond: two readings
+of one sensor in the same millisecond are one reading, the first to arrive is kept and the other
+counted as a duplicate (docs/contract.md). At one reading a second that never happens by chance.
 """
 
 from __future__ import annotations

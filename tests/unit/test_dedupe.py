@@ -52,3 +52,62 @@ def test_registry_versions_are_stored_once_per_content(tmp_path):
     assert store_registry_version(lake, b'{"1": {}}', now=T0 + dt.timedelta(hours=1)) is None
     second = store_registry_version(lake, b'{"2": {}}', now=T0 + dt.timedelta(hours=2))
     assert second and open(second, "rb").read() == b'{"2": {}}'
+
+
+def test_the_challenges_messages_are_never_merged_but_one_sensors_same_millisecond_is():
+    """Without seq the key is (sensor id, event time in ms). Two minutes of the challenge's
+    messages (5 sensors at 1 Hz, each publishing a few ms later every second since it sleeps after
+    publishing; Sensor 5's dt without a fraction) keep every reading; a redelivery is dropped; and
+    a second reading of one sensor within the same millisecond (not expected at 1 Hz) is taken for
+    the same reading: the first to arrive is kept, the other counted as a duplicate."""
+    import json
+    from unittest import mock
+
+    from apache_beam.metrics import Metrics
+
+    from pipelines.dedupe import _DedupeBySensor
+    from pipelines.kafka_io import KafkaRecord
+    from pipelines.parsing import ParseReadings
+
+    class Inc:
+        def __init__(self, counts, name):
+            self.counts, self.name = counts, name
+
+        def inc(self, n=1):
+            self.counts[self.name] = self.counts.get(self.name, 0) + n
+
+    class State:
+        value = None
+
+        def read(self):
+            return self.value
+
+        def write(self, value):
+            self.value = value
+
+    payloads = []
+    for sec in range(120):
+        for i in range(1, 6):
+            at = T0 + dt.timedelta(seconds=sec, microseconds=(sec * 1_731 * i) % 1_000_000)
+            if i == 5:
+                at = at.replace(microsecond=0)
+            payloads.append(json.dumps({"id": f"Sensor {i}", "dt": at.replace(tzinfo=None).isoformat(),
+                                        "value": (sec * i) % 46}).encode())
+    redelivered = payloads[7]
+    first = json.loads(payloads[11])  # Sensor 2 at 17:00:02.xxxxxx
+    same_ms = dict(first, dt=first["dt"][:-3] + ("999" if first["dt"][-3:] != "999" else "000"), value=44)
+    extra = [redelivered, json.dumps(same_ms).encode()]
+    counts: dict[str, int] = {}
+    with mock.patch.object(Metrics, "counter", lambda namespace, name: Inc(counts, name)):
+        parse = ParseReadings({}, clock=lambda: (T0 + dt.timedelta(hours=1)).timestamp())
+        dedupe = _DedupeBySensor(1_000_000, 3_600_000)
+    records = []
+    for offset, payload in enumerate(payloads + extra):
+        (lake_record, _reading) = parse.process(KafkaRecord(0, offset, 0, None, payload, {"mqtt_topic": b"sensors"}))
+        assert lake_record.dataset == "raw/readings", lake_record.row
+        records.append(lake_record)
+    out = list(dedupe.process((0, records), State()))
+    kept = [r.kafka_offset for r in out if r.dataset is not None]
+    assert kept == list(range(len(payloads)))  # every challenge message, none merged
+    # the redelivery and the same-millisecond reading
+    assert (counts["unique"], counts["duplicates"]) == (len(payloads), 2)
