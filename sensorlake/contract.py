@@ -155,7 +155,7 @@ def timestamp_ms(value: Any, field: str = "timestamp") -> int | Invalid:
 
     Range checks against the clock (before 1970, too far ahead) are the caller's: the bridge and
     the pipeline each have their own limit."""
-    if type(value) is str:
+    if isinstance(value, str):
         if _numeric_text(value):
             return Invalid("bad_timestamp", f"{field} is a number in a string ({value[:64]!r}): send epoch "
                                             "time as a JSON number, or ISO-8601 text")
@@ -172,8 +172,6 @@ def timestamp_ms(value: Any, field: str = "timestamp") -> int | Invalid:
         if ms is None:
             return Invalid("bad_timestamp", f"{field} is not a finite number: {value!r}")
         return ms
-    if isinstance(value, str):  # a str subclass
-        return timestamp_ms(str(value), field)
     return Invalid("bad_timestamp", f"{field} must be ISO-8601 text or an epoch number, got {type(value).__name__}")
 
 
@@ -192,7 +190,7 @@ def reading_value(raw: Any) -> float | Invalid:
     return value
 
 
-# ---------------------------------------------------------------------------- the bridge's fast path
+# ---------------------------------------------------------------------------- what the bridge reads
 class Envelope(NamedTuple):
     """What the bridge needs of a payload. Each field is None when the payload has no such field
     (or is not a JSON object), an Invalid when it has one the pipeline will reject."""
