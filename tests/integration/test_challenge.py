@@ -78,13 +78,14 @@ def test_the_challenges_generator_as_it_is_with_and_without_a_bridge_kill(challe
     sensors = {sid: (int(s.range_min), int(s.range_max)) for sid, s in load_registry(settings.registry).items()}
     assert sorted(sensors) == [f"Sensor {i}" for i in range(1, 6)]
 
+    # The generator starts at once and the job meanwhile (it reads the topic from the earliest
+    # offset, so what is published before it runs is not missed); the four minutes start at the
+    # first whole minute the generator covers.
+    started = time.time()
+    pub = run["publisher"] = ChallengePublisher(settings, "sensors", sensors, whole_seconds=WHOLE_SECONDS).start()
     run["job"] = main.run(["--flush-seconds", "3", "--window-flush-seconds", "2", "--group-id", bridge.topic],
                           settings=settings)
-    # Publish from just before a minute boundary (the job reads from the earliest offset, so what
-    # is published before it runs is not missed).
-    m0 = (int(time.time() + 3) // 60 + 1) * 60  # the first whole minute, epoch s
-    time.sleep(max(0.0, m0 - 2 - time.time()))
-    pub = run["publisher"] = ChallengePublisher(settings, "sensors", sensors, whole_seconds=WHOLE_SECONDS).start()
+    m0 = (int(started + 1) // 60 + 1) * 60  # epoch s
 
     time.sleep(max(0.0, m0 + KILL_AT_S - time.time()))
     bridge.kill()  # kill -9, by pid

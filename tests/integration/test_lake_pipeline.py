@@ -47,7 +47,7 @@ def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
     t0 = int(time.time() * 1000) - 600_000
     sent = 0
     for seq in range(READINGS_PER_SENSOR):
-        for sensor in ("1", "2", "3", "unknown-7"):
+        for sensor in ("Sensor 1", "Sensor 2", "Sensor 3", "unknown-7"):  # the registry's ids, and one not in it
             ts = t0 + seq * 1000
             payload = json.dumps({"sensor_id": sensor, "timestamp": ts / 1000, "value": 20 + seq % 5,
                                   "seq": seq, "metadata": {"unit": "C", "type": "temperature"}}).encode()
@@ -83,7 +83,7 @@ def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
         per_sensor = dict(_query(
             f"select sensor_id, count(*) from read_parquet('{raw_glob}', hive_partitioning=true) "
             f"where sensor_id <> 'tick' group by 1"))
-        assert per_sensor == {s: READINGS_PER_SENSOR for s in ("1", "2", "3", "unknown-7")}
+        assert per_sensor == {s: READINGS_PER_SENSOR for s in ("Sensor 1", "Sensor 2", "Sensor 3", "unknown-7")}
         distinct = _query(f"select count(distinct (sensor_id, seq)) from read_parquet('{raw_glob}') "
                           f"where sensor_id <> 'tick'")[0][0]
         assert distinct == sent
