@@ -1,6 +1,7 @@
 """Fetches what the local stack runs, into a reusable cache; safe to run again.
 
-- Mosquitto: Debian package (apt-get), when missing and we are root.
+- Mosquitto: Debian packages (apt-get), the broker and its clients (mosquitto_sub: the compose
+  health check, also run by the tests), when missing and we are root.
 - Flink: the PyPI distribution (apache-flink + apache-flink-libraries) in a venv of its own,
   because it pins an old apache-beam and pyarrow that cannot share a venv with the pipeline.
 - Kafka broker and the Beam job server / expansion service: jars from Maven Central (mvn).
@@ -69,15 +70,15 @@ def _run(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
 
 def ensure_mosquitto() -> str:
     path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if path and shutil.which("mosquitto_passwd"):
+    if path and shutil.which("mosquitto_passwd") and shutil.which("mosquitto_sub"):
         return path
     if os.geteuid() != 0:
-        raise InstallError("mosquitto is not installed: run `sudo apt-get install -y mosquitto`")
-    _say("installing mosquitto (apt-get)")
+        raise InstallError("mosquitto is not installed: run `sudo apt-get install -y mosquitto mosquitto-clients`")
+    _say("installing mosquitto and mosquitto-clients (apt-get)")
     log = Path("/tmp/sensorlake-apt.log")
     _run(["apt-get", "update", "-q"], log, "apt-get update")
-    _run(["apt-get", "install", "-y", "-q", "mosquitto"], log, "apt-get install mosquitto",
-         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto", "mosquitto-clients"], log,
+         "apt-get install mosquitto mosquitto-clients", env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     return "/usr/sbin/mosquitto"
 
 
@@ -145,3 +146,9 @@ def install(settings: Settings) -> Paths:
     ensure_flink(paths)
     _say("everything is installed")
     return paths
+
+
+if __name__ == "__main__":
+    # `python -m sensorlake.local.install`: what `sensorlake local install` runs, without the rest of
+    # the CLI (the image build runs it before the rest of the code is copied in).
+    install(Settings.load())
