@@ -145,9 +145,13 @@ ROLES: tuple[Role, ...] = (
          ports=("job_server_port", "artifact_port"), host="job_server_host", after=(("jobmanager", HEALTHY),)),
     Role("bridge", "bridge", "app", argv=("bridge",), settings=BRIDGE_SETTINGS, ports=("bridge_metrics_port",),
          probe="bridge", after=(("mosquitto", HEALTHY), ("kafka-init", COMPLETED)), timeout=60),
-    Role("generator", "generator", "app", argv=("generate",),
+    # After the bridge: the broker queues readings for the bridge's session only once it exists,
+    # so what the generator sends before the bridge's first subscription would be lost.
+    # Its report (what it sent, by seq) is written when it stops: `docker compose stop generator`,
+    # then `docker compose cp generator:/tmp/generator-report.json .`
+    Role("generator", "generator", "app", argv=("generate",), compose_args=("--report", "/tmp/generator-report.json"),
          local_args=("--report", "{home}/generator-report.json"), settings=GENERATOR_SETTINGS,
-         probe="mqtt-connected", after=(("mosquitto", HEALTHY),), timeout=10),
+         probe="mqtt-connected", after=(("mosquitto", HEALTHY), ("bridge", HEALTHY)), timeout=10),
     # Locally the job's Python workers run in this process (LOOPBACK): it stays in the foreground.
     # In compose the workers run in the TaskManagers (PROCESS) and the submitter only submits when
     # no live job of that name exists, then watches it, so a second `up` never adds a copy.
@@ -438,8 +442,11 @@ def probe(role: Role, settings: Settings, container: bool) -> bool | None:
         if role.probe == "bridge":
             if not s.bridge_metrics_port:
                 return None if not container else _connected_to(s.mqtt_port)
-            with urllib.request.urlopen(f"http://127.0.0.1:{s.bridge_metrics_port}/healthz", timeout=3) as r:
-                return 200 <= r.status < 300
+            # Ready once its MQTT session is up (it subscribes on connect): from then on the broker
+            # queues the readings for it, so a generator started after this loses none.
+            with urllib.request.urlopen(f"http://127.0.0.1:{s.bridge_metrics_port}/metrics", timeout=3) as r:
+                samples = [line.split() for line in r.read().decode().splitlines() if line and line[0] != "#"]
+            return any(len(f) == 2 and f[0].endswith("mqtt_connected") and float(f[1]) == 1 for f in samples)
         if role.probe == "http":  # any HTTP answer on the role's port: it serves
             host = getattr(s, role.host)
             host = "127.0.0.1" if host in ("", "0.0.0.0") else host
