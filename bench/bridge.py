@@ -27,7 +27,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +50,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         from sensorlake.settings import read_env_file
 
         env = read_env_file(creds)
-        s = replace(s, mqtt_bridge_password=s.mqtt_bridge_password or env.get("SENSORLAKE_MQTT_BRIDGE_PASSWORD", ""),
+        s = s.replace(mqtt_bridge_password=s.mqtt_bridge_password or env.get("SENSORLAKE_MQTT_BRIDGE_PASSWORD", ""),
                     mqtt_generator_password=s.mqtt_generator_password
                     or env.get("SENSORLAKE_MQTT_GENERATOR_PASSWORD", ""))
     return s

@@ -39,13 +39,15 @@ import duckdb
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sensorlake import lake as lake_layout  # noqa: E402
 from sensorlake.local.install import install  # noqa: E402
 from sensorlake.local.stack import LocalStack, isolated_settings, pid_alive  # noqa: E402
 from pipelines.main import parser as job_parser  # noqa: E402
 from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION  # noqa: E402
 
 PY = sys.executable
-DATASETS = {"raw": "raw/readings", "curated": "curated/readings_1min", "quality": "quality/sensor_quality_1min"}
+DATASETS = {"raw": lake_layout.RAW_READINGS_DATASET, "curated": lake_layout.READINGS_1MIN_DATASET,
+            "quality": lake_layout.SENSOR_QUALITY_DATASET}
 
 
 def say(msg: str) -> None:
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         procs["pipeline"] = spawn([PY, "-m", "sensorlake.cli", "pipeline", "run", "--flush-seconds",
                                    str(a.flush_seconds), "--window-flush-seconds", str(a.window_flush_seconds)],
                                   env, home / "pipeline.log")
-        from pipelines import flink_rest
+        from sensorlake import flink_rest
         from pipelines.main import JOB_NAME
 
         deadline = time.monotonic() + 300

@@ -50,16 +50,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from sensorlake import flink_rest  # noqa: E402
+from sensorlake.lake import MINUTES, QUALITY, RAW, Dataset, minute_file_start  # noqa: E402
 from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION, Settings  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -83,10 +84,7 @@ def say(msg: str) -> None:
 
 # ====================================================================== stack and settings
 def rest(settings: Settings, path: str, method: str = "GET"):
-    req = urllib.request.Request(f"{settings.flink_rest}{path}", method=method)
-    with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - our own cluster on 127.0.0.1
-        body = r.read()
-    return json.loads(body) if body else None
+    return flink_rest.call(settings, path, method=method, timeout=5)
 
 
 def job_ids(settings: Settings, name: str) -> set[str]:
@@ -312,30 +310,18 @@ class RowCounter:
         return total
 
 
-def _minute_of(path: str) -> int | None:
-    """<...>/date=YYYY-MM-DD/part-HHMM-sSS.parquet -> window start ms."""
-    p = Path(path)
-    try:
-        day = p.parent.name.split("=", 1)[1]
-        hhmm = p.name.split("-")[1]
-        return int(datetime.fromisoformat(f"{day}T{hhmm[:2]}:{hhmm[2:]}:00+00:00").timestamp() * 1000)
-    except (IndexError, ValueError):
-        return None
-
-
 class OursProgress:
     def __init__(self, lake: Path, plan: Plan):
         self.lake, self.plan, self.counter = lake, plan, RowCounter()
 
-    def _minutes(self, dataset: str) -> int:
-        files = [f for f in glob.glob(f"{self.lake}/{dataset}/date=*/part-*.parquet")
-                 if (m := _minute_of(f)) is not None and self.plan.t0_ms <= m < self.plan.cutoff_ms]
+    def _minutes(self, ds: Dataset) -> int:
+        files = [f for f in glob.glob(ds.glob(str(self.lake)))
+                 if (m := minute_file_start(f)) is not None and self.plan.t0_ms <= m < self.plan.cutoff_ms]
         return self.counter.rows(files)
 
     def counts(self) -> dict[str, int]:
-        return {"raw": self.counter.rows(glob.glob(f"{self.lake}/raw/readings/date=*/hour=*/*.parquet")),
-                "curated": self._minutes("curated/readings_1min"),
-                "quality": self._minutes("quality/sensor_quality_1min")}
+        return {"raw": self.counter.rows(glob.glob(RAW.glob(str(self.lake)))),
+                "curated": self._minutes(MINUTES), "quality": self._minutes(QUALITY)}
 
     def targets(self) -> dict[str, int]:
         return {"raw": self.plan.records, "curated": self.plan.curated_rows, "quality": self.plan.quality_rows}
@@ -482,7 +468,7 @@ def _submit_with_options(job, argv: list[str], settings: Settings, extra: list[s
     as --sdk_worker_parallelism or --max_bundle_size without editing pipelines/."""
     import apache_beam as beam
     from pipelines.options import flink_options
-    from pipelines.quality import Thresholds  # noqa: F401 - imported by main.build
+    from sensorlake.quality import Thresholds  # noqa: F401 - imported by main.build
     from pipelines.registry_source import RegistrySource, store_registry_version
 
     args = job.parser().parse_args(argv)
@@ -508,12 +494,12 @@ def start_worker_pool(settings: Settings, home: Path, port: int) -> subprocess.P
 
 def run_ours(a, settings: Settings, stack, topic: str, plan: Plan, home: Path) -> dict:
     lake = home / f"lake-{uuid.uuid4().hex[:6]}"
-    s = replace(settings, lake=str(lake), kafka_topic=topic, parallelism=a.parallelism)
+    s = settings.replace(lake=str(lake), kafka_topic=topic, parallelism=a.parallelism)
     pool = None
     if a.worker_pool:
         port = settings.flink_rest_port + 10  # 48091 with the default offset
         pool = start_worker_pool(s, home, port)
-        s = replace(s, environment_type="EXTERNAL", environment_config=f"127.0.0.1:{port}")
+        s = s.replace(environment_type="EXTERNAL", environment_config=f"127.0.0.1:{port}")
     job_argv = ["--flush-seconds", str(a.flush_seconds), "--window-flush-seconds", str(a.window_flush_seconds),
                 "--group-id", f"bench-ours-{uuid.uuid4().hex[:8]}", "--job-name", OURS_JOB,
                 *[f"--beam-arg={x}" for x in a.beam_arg]]
@@ -579,9 +565,9 @@ def _duck(sql: str):
 
 def check_ours(lake: Path, plan: Plan) -> dict:
     """What the rows say beyond their number: every seq once, all readings in the quality counts."""
-    raw = f"read_parquet('{lake}/raw/readings/**/*.parquet', hive_partitioning=true)"
-    qual = f"read_parquet('{lake}/quality/sensor_quality_1min/**/*.parquet', hive_partitioning=true)"
-    cur = f"read_parquet('{lake}/curated/readings_1min/**/*.parquet', hive_partitioning=true)"
+    raw = f"read_parquet('{RAW.glob(str(lake))}', hive_partitioning=true)"
+    qual = f"read_parquet('{QUALITY.glob(str(lake))}', hive_partitioning=true)"
+    cur = f"read_parquet('{MINUTES.glob(str(lake))}', hive_partitioning=true)"
     inside = f"window_start >= epoch_ms({plan.t0_ms}) and window_start < epoch_ms({plan.cutoff_ms})"
     (rows, distinct), = _duck(f"select count(*), count(distinct (sensor_id, seq)) from {raw}")
     (qrows, qkeys, received, late, max_version), = _duck(
@@ -756,7 +742,7 @@ def run_native(a, settings: Settings, stack, topic: str, plan: Plan, home: Path,
 
 def compare_means(ours_lake: str, native_out: str, plan: Plan) -> dict:
     """Both jobs computed the same minutes: same keys, counts and means (all values are in range)."""
-    cur = f"read_parquet('{ours_lake}/curated/readings_1min/**/*.parquet', hive_partitioning=true)"
+    cur = f"read_parquet('{MINUTES.glob(str(ours_lake))}', hive_partitioning=true)"
     nat = f"read_parquet('{native_out}/minutes/dt=*/*', hive_partitioning=true)"
     inside = f"epoch_ms(window_start) >= {plan.t0_ms} and epoch_ms(window_start) < {plan.cutoff_ms}"
     (both, only_ours, only_native, count_diff, max_mean_diff), = _duck(f"""
@@ -908,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(a.readings, a.sensors, t0 - t0 % WINDOW_MS)
         registry = home / "bench-sensors.json"
         registry.write_text(json.dumps(registry_doc(plan)))
-        settings = replace(settings, registry=str(registry))
+        settings = settings.replace(registry=str(registry))
         topic = f"bench.readings.{uuid.uuid4().hex[:8]}"
         say(f"preload: {plan.readings:,} readings of {plan.sensors:,} sensors + {plan.sensors:,} closers into "
             f"{topic} ({settings.kafka_partitions} partitions), {a.producers} producer processes")

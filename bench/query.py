@@ -36,7 +36,7 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from pipelines.schemas import READINGS_1MIN, READINGS_1MIN_DATASET  # noqa: E402
+from sensorlake.lake import READINGS_1MIN, READINGS_1MIN_DATASET, registry_version_path  # noqa: E402
 from sensorlake import sql  # noqa: E402
 from sensorlake.compact import compact  # noqa: E402
 from tests.lakefixture import write_minute_files  # noqa: E402
@@ -76,7 +76,7 @@ def build(lake: Path, days: int, n_sensors: int, first_day: dt.datetime) -> None
     sensors = [str(i) for i in range(1, n_sensors + 1)]
     registry = {s: {"lat": 40.4, "lng": -3.7, "unit": "C", "type": "temperature", "range": [0, 45],
                     "description": f"Bench sensor {s}", "interval_ms": 1000} for s in sensors}
-    reg_path = lake / "raw" / "sensors" / f"version={first_day:%Y-%m-%dT%H-%M-%SZ}" / "sensors.json"
+    reg_path = Path(registry_version_path(str(lake), first_day))
     reg_path.parent.mkdir(parents=True)
     reg_path.write_text(json.dumps(registry))
     started = time.monotonic()

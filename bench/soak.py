@@ -43,6 +43,7 @@ Targets (issue 8), printed as verdicts, never asserted:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -52,7 +53,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -64,7 +64,7 @@ from freshness import PY, say, spawn, stop  # noqa: E402  (bench/freshness.py)
 from pipeline import RowCounter, job_running, rest  # noqa: E402  (bench/pipeline.py)
 
 from iot_data_generator.generator import registry_document, with_synthetic  # noqa: E402
-from pipelines import flink_rest  # noqa: E402
+from sensorlake import flink_rest  # noqa: E402
 from pipelines.main import JOB_NAME, parser as job_parser  # noqa: E402
 from sensorlake.local.install import install  # noqa: E402
 from sensorlake.local.stack import LocalStack, isolated_settings, pid_alive  # noqa: E402
@@ -170,7 +170,7 @@ def write_registries(home: Path, sensors: int, rate: float, generators: int) -> 
     generators sending the same (sensor, seq) would be de-duplicated). Returns the interval (ms)."""
     seed = load_registry(DEFAULT_REGISTRY)
     interval_ms = max(1, round(1000 * sensors / rate))
-    fleet = {sid: replace(s, interval_ms=interval_ms)
+    fleet = {sid: dataclasses.replace(s, interval_ms=interval_ms)
              for sid, s in with_synthetic(seed, max(0, sensors - len(seed))).items()}
     fleet = dict(list(fleet.items())[:sensors])
     everything = home / "sensors.json"

@@ -64,15 +64,17 @@ from connectors.mqtt_kafka.records import RecordBuilder  # noqa: E402
 from iot_data_generator.generator import GeneratorConfig, ReadingStream, with_synthetic  # noqa: E402
 from pipelines.kafka_io import KafkaRecord  # noqa: E402
 from pipelines.parsing import ParseReadings  # noqa: E402
-from pipelines.schemas import (RAW_READINGS, RAW_READINGS_DATASET, READINGS_1MIN,  # noqa: E402
+from sensorlake.lake import (RAW, RAW_READINGS, RAW_READINGS_DATASET, READINGS_1MIN,  # noqa: E402
                                SENSOR_QUALITY)
 from pipelines.sinks import write_parquet_atomically  # noqa: E402
+from sensorlake.quality import Thresholds  # noqa: E402
 from sensorlake.registry import load_registry  # noqa: E402
 from sensorlake.settings import DEFAULT_REGISTRY  # noqa: E402
 
 UTC = timezone.utc
 START = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
 PIPELINE_CHUNK = 10_000  # WriteLakeChunks default (pipelines/main.py)
+THRESHOLDS = Thresholds()  # the defaults the pipeline runs with
 
 # Candidate writer settings: dictionary only where values repeat (ids, units, the 2-decimal
 # values), DELTA_BINARY_PACKED for the ever-increasing integers and timestamps, payload plain.
@@ -154,11 +156,10 @@ def chunk_tables(lake: list, chunk_size: int) -> list[tuple[str, pa.Table]]:
         groups: dict[tuple[str, str], list] = defaultdict(list)
         for r in sorted(records, key=lambda r: r.kafka_offset):
             if r.dataset is not None:
-                groups[(r.dataset, r.partition_path)].append(r.row)
+                groups[(r.dataset, RAW.partition_of(r.row))].append(r.row)
         for (dataset, part), rows in groups.items():
             assert dataset == RAW_READINGS_DATASET, dataset  # the generator sends no faults here
-            out.append((f"{dataset}/{part}/part-p{p:03d}-c{c:09d}.parquet",
-                        pa.Table.from_pylist(rows, schema=RAW_READINGS)))
+            out.append((RAW.chunk_file("", part, p, c).lstrip("/"), pa.Table.from_pylist(rows, schema=RAW_READINGS)))
     return out
 
 
@@ -170,7 +171,8 @@ def regroup(tables: list[tuple[str, pa.Table]], factor: int) -> list[tuple[str, 
         p = int(name[6:9])
         c = int(name[11:20])
         groups[(folder, p, c // factor)].append(t)
-    return [(f"{folder}/part-p{p:03d}-c{c:09d}.parquet", pa.concat_tables(ts).combine_chunks())
+    return [(RAW.chunk_file("", folder.split(f"{RAW.name}/", 1)[1], p, c).lstrip("/"),
+             pa.concat_tables(ts).combine_chunks())
             for (folder, p, c), ts in sorted(groups.items())]
 
 
@@ -203,14 +205,12 @@ def curated_tables(readings: list, registry: dict) -> tuple[list, list]:
         received = len(rs)
         completeness = min(1.0, received / expected) if expected else None
         validity = len(inr) / received if received and sensor else None
-        status = ("ok" if completeness is not None and completeness >= 0.95 and validity >= 0.99
-                  else "bad" if completeness is not None and (completeness < 0.5 or validity < 0.9)
-                  else "degraded")
+        status = THRESHOLDS.status(received, completeness, validity, sensor is not None)
         q_by_min[minute].append({
             "sensor_id": sid, "window_start": ws, "window_end": we, "expected": expected,
             "received": received, "completeness": completeness, "in_range": len(inr),
             "out_of_range": received - len(inr), "range_validity": validity, "late": 0,
-            "duplicates": 0, "status": status, "thresholds_version": "v1", "version": 0,
+            "duplicates": 0, "status": status, "thresholds_version": THRESHOLDS.version, "version": 0,
             "emitted_at": emitted,
         })
     cur = [(m, pa.Table.from_pylist(rows, schema=READINGS_1MIN)) for m, rows in sorted(cur_by_min.items())]

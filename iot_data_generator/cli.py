@@ -38,22 +38,12 @@ from iot_data_generator.generator import (
     registry_document,
     with_synthetic,
 )
+from sensorlake.logs import configure_logging, log_event
 from sensorlake.registry import RegistryError, load_registry
-from sensorlake.settings import Settings, SettingsError
+from sensorlake.settings import ROLE_SETTINGS, Settings, SettingsError
 
 log = logging.getLogger("iot_data_generator")
 
-SETTINGS_USED = (
-    "registry",
-    "mqtt_host",
-    "mqtt_port",
-    "mqtt_topic_prefix",
-    "mqtt_generator_user",
-    "mqtt_generator_password",
-    "mqtt_tls_ca",
-    "mqtt_qos",
-    "log_level",
-)
 DEFAULT_CLIENT_ID = "sensorlake-generator"
 CONNECT_TIMEOUT_S = 10.0
 PACE_SLACK_S = 0.002  # publish while at most this far ahead of schedule, then sleep: batches
@@ -155,7 +145,7 @@ def _start_time(text: str) -> datetime:
 # =========================================================================== parser
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Adds the generator's options (and the settings it reads) to ``parser``."""
-    Settings.add_arguments(parser, SETTINGS_USED)
+    Settings.add_arguments(parser, ROLE_SETTINGS["generator"])
 
     g = parser.add_argument_group("what to generate")
     g.add_argument("--sensors", type=_non_negative_int, default=0, metavar="N",
@@ -236,42 +226,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 # =========================================================================== logging
-class _KeyValueFormatter(logging.Formatter):
-    """``ts=... level=... logger=... msg=... key=value`` lines, grep- and parser-friendly."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        parts = [f"ts={ts}", f"level={record.levelname}", f"logger={record.name}",
-                 f"msg={_kv_value(record.getMessage())}"]
-        for k, v in getattr(record, "kv", {}).items():
-            parts.append(f"{k}={_kv_value(v)}")
-        if record.exc_info:
-            parts.append(f"exc={_kv_value(self.formatException(record.exc_info))}")
-        return " ".join(parts)
-
-
-def _kv_value(v: Any) -> str:
-    s = str(v)
-    if s == "" or any(c in s for c in ' "=\n\t'):
-        return json.dumps(s)
-    return s
-
-
 def _log(level: int, msg: str, **kv: Any) -> None:
     if log.isEnabledFor(level):
-        log.log(level, msg, extra={"kv": kv})
+        log_event(log, level, msg, **kv)
 
 
 def _configure_logging(level_name: str) -> None:
-    level = logging.getLevelName(level_name.upper())
-    if not isinstance(level, int):
+    if not isinstance(logging.getLevelName(level_name.upper()), int):
         raise GeneratorError(f"unknown log level {level_name!r} (use DEBUG, INFO, WARNING, ERROR)")
-    log.setLevel(level)
-    if not logging.getLogger().handlers and not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_KeyValueFormatter())
-        log.addHandler(handler)
-        log.propagate = False
+    configure_logging(level_name)
 
 
 # =========================================================================== publishing

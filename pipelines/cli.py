@@ -13,19 +13,14 @@ submits nothing and watches that job instead, so running the command again (a se
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
-import time
-import urllib.error
-import urllib.request
 
-from pipelines import flink_rest, main
+from pipelines import main
+from sensorlake import flink_rest
 from sensorlake.registry import RegistryError
 from sensorlake.settings import Settings
 
-# Flink job states after which the job is gone for good (SUSPENDED: its JobManager lost leadership).
-ENDED = {"FINISHED", "CANCELED", "FAILED", "SUSPENDED"}
 REST_WAIT_S = 120.0
 POLL_S = 5.0
 
@@ -52,56 +47,12 @@ def _error(message: str) -> int:
     return 2
 
 
-def _rest(settings: Settings, path: str) -> dict:
-    with urllib.request.urlopen(f"{settings.flink_rest}{path}", timeout=5) as r:  # noqa: S310 - our Flink
-        return json.load(r)
-
-
 def live_job(settings: Settings, name: str, wait_s: float | None = None) -> dict | None:
-    """Flink's live job named `name` ({"jid", "state", ...}), or None; waits for the REST API.
-
-    A job still CANCELLING is waited out, so what follows never overlaps it.
-    """
-    deadline = time.monotonic() + (REST_WAIT_S if wait_s is None else wait_s)
-    while True:
-        try:
-            jobs = [j for j in _rest(settings, "/jobs/overview").get("jobs", [])
-                    if j.get("name") == name and j.get("state") not in ENDED]
-        except (OSError, ValueError) as exc:
-            if time.monotonic() > deadline:
-                raise OSError(f"Flink REST API {settings.flink_rest} unreachable: {exc}") from exc
-            time.sleep(2)
-            continue
-        if any(j.get("state") == "CANCELLING" for j in jobs) and time.monotonic() < deadline:
-            time.sleep(2)
-            continue
-        live = [j for j in jobs if j.get("state") != "CANCELLING"]
-        return live[0] if live else None
+    return flink_rest.live_job(settings, name, REST_WAIT_S if wait_s is None else wait_s)
 
 
 def watch(settings: Settings, jid: str) -> int:
-    """Follows a job until it ends: 0 if it finished or was cancelled, 1 otherwise."""
-    unreachable_since = None
-    while True:
-        try:
-            state = _rest(settings, f"/jobs/{jid}").get("state")
-            unreachable_since = None
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:  # the JobManager restarted without the job
-                _say(f"job {jid} is gone from Flink")
-                return 1
-            state = None
-        except (OSError, ValueError):
-            state = None
-        if state is None:
-            unreachable_since = unreachable_since or time.monotonic()
-            if time.monotonic() - unreachable_since > REST_WAIT_S:
-                _say(f"Flink REST API {settings.flink_rest} unreachable for {REST_WAIT_S:.0f}s")
-                return 1
-        elif state in ENDED:
-            _say(f"job {jid} ended: {state}")
-            return 0 if state in ("FINISHED", "CANCELED") else 1
-        time.sleep(POLL_S)
+    return flink_rest.watch(settings, jid, _say, poll_s=POLL_S, unreachable_s=REST_WAIT_S)
 
 
 def _raise_stop(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -120,38 +71,38 @@ def run(args: argparse.Namespace) -> int:
     result = None
     try:
         if getattr(args, "if_absent", False):
-            job = live_job(settings, args.job_name)
+            job = live_job(settings, settings.job_name)
             if job:
-                _say(f"{args.job_name} already runs in Flink (job {job['jid']}, {job['state']}): "
+                _say(f"{settings.job_name} already runs in Flink (job {job['jid']}, {job['state']}): "
                      f"not submitting a second copy; watching it")
                 return watch(settings, job["jid"])
         try:
             result = main.submit(args, settings)
         except RegistryError as exc:
             return _error(str(exc))
-        _say(f"submitted {args.job_name}; " + ("Ctrl-C cancels it" if loopback else
+        _say(f"submitted {settings.job_name}; " + ("Ctrl-C cancels it" if loopback else
                                                 "it runs in the Flink cluster; Ctrl-C only stops watching"))
         try:
             result.wait_until_finish()
         except Exception as exc:  # noqa: BLE001 - e.g. the job server restarted under us
-            job = None if loopback else live_job(settings, args.job_name, wait_s=30)
+            job = None if loopback else live_job(settings, settings.job_name, wait_s=30)
             if job is None:
                 raise
-            _say(f"lost the job server ({type(exc).__name__}); {args.job_name} runs on in Flink: watching it")
+            _say(f"lost the job server ({type(exc).__name__}); {settings.job_name} runs on in Flink: watching it")
             return watch(settings, job["jid"])
         return 0
     except RuntimeError as exc:  # Beam: the job ended FAILED (or its job server went away)
-        print(f"sensorlake pipeline: {args.job_name} ended: {exc}", file=sys.stderr, flush=True)
+        print(f"sensorlake pipeline: {settings.job_name} ended: {exc}", file=sys.stderr, flush=True)
         return 1
     except _Stop:
         if result is not None and loopback:
-            _say(f"cancelling {args.job_name} (its LOOPBACK workers live in this process)")
+            _say(f"cancelling {settings.job_name} (its LOOPBACK workers live in this process)")
             try:
-                flink_rest.cancel_job(settings, args.job_name, result)
+                flink_rest.cancel_job(settings, settings.job_name, result)
             except Exception as exc:  # noqa: BLE001 - best effort on the way out
                 _say(f"cancel failed: {exc}")
         elif result is not None:
-            _say(f"{args.job_name} keeps running in Flink; stopped watching")
+            _say(f"{settings.job_name} keeps running in Flink; stopped watching")
         return 130
     except OSError as exc:
         return _error(str(exc))

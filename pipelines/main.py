@@ -23,24 +23,15 @@ from pipelines.dedupe import DedupeReadings
 from pipelines.kafka_io import ReadKafkaRecords
 from pipelines.options import flink_options
 from pipelines.parsing import ParseReadings
-from pipelines.quality import Thresholds
 from pipelines.registry_source import RegistrySource, store_registry_version
-from pipelines.schemas import RAW_READINGS_DATASET, SCHEMAS
 from pipelines.sinks import WriteLakeChunks, WriteWindowFiles
 from pipelines.windows import ResampleAndScore, WindowSettings
+from sensorlake import lake
+from sensorlake.quality import Thresholds
 from sensorlake.registry import parse_registry
-from sensorlake.settings import Settings
+from sensorlake.settings import ROLE_SETTINGS, Settings
 
-JOB_NAME = "sensorlake-lake"
-PIPELINE_SETTINGS = ["lake", "registry", "kafka_bootstrap", "kafka_topic", "job_server_port", "artifact_port",
-                     "expansion_port", "flink_rest_port", "environment_type", "environment_config",
-                     "parallelism", "checkpoint_interval_ms", "bundle_max_elements", "bundle_max_ms",
-                     "log_level", "out_of_orderness_ms", "allowed_lateness_ms", "idle_timeout_ms",
-                     "heartbeat_interval_ms", "max_missing_windows", "window_shards", "state_shards",
-                     "registry_refresh_s", "quality_ok_completeness", "quality_ok_validity",
-                     "quality_bad_completeness", "quality_bad_validity"]
-
-
+JOB_NAME = Settings.model_fields["job_name"].default
 def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_seconds: float,
           chunk_size: int, group_id: str, window_flush_seconds: float) -> None:
     parsed = (p
@@ -48,13 +39,15 @@ def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_
               | "Parse" >> beam.ParDo(ParseReadings(registry))
               .with_outputs(ParseReadings.READINGS_TAG, main="lake"))
     (parsed.lake
-     | "Dedupe" >> DedupeReadings(RAW_READINGS_DATASET, shards=settings.state_shards)
-     | "WriteLake" >> WriteLakeChunks(settings.lake, SCHEMAS, chunk_size=chunk_size, flush_seconds=flush_seconds))
+     | "Dedupe" >> DedupeReadings(lake.RAW_READINGS_DATASET, shards=settings.state_shards)
+     | "WriteLake" >> WriteLakeChunks(settings.lake, lake.BY_NAME, chunk_size=chunk_size,
+                                      flush_seconds=flush_seconds))
     (parsed[ParseReadings.READINGS_TAG]
      | "ResampleAndScore" >> ResampleAndScore(
          registry, Thresholds.from_settings(settings), WindowSettings.from_settings(settings),
          settings.heartbeat_interval_ms)
-     | "WriteMinutes" >> WriteWindowFiles(settings.lake, SCHEMAS, settings.window_shards, window_flush_seconds))
+     | "WriteMinutes" >> WriteWindowFiles(settings.lake, lake.BY_NAME, settings.window_shards,
+                                          window_flush_seconds))
 
 
 def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -65,11 +58,10 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
                    help="a 1-minute row is in a visible Parquet file at most this long after its window closed")
     p.add_argument("--chunk-size", type=int, default=10_000, help="Kafka offsets per raw file")
     p.add_argument("--group-id", default="sensorlake-lake", help="Kafka consumer group (offset commits)")
-    p.add_argument("--job-name", default=JOB_NAME, help="name of the job in the Flink dashboard")
     p.add_argument("--savepoint-path", default="",
                    help="resume from this savepoint (or retained checkpoint): Kafka offsets, de-duplication "
                         "and open 1-minute windows continue where the stopped job left them")
-    Settings.add_arguments(p, PIPELINE_SETTINGS)
+    Settings.add_arguments(p, ROLE_SETTINGS["pipeline"])
     return p
 
 
@@ -85,6 +77,6 @@ def submit(args: argparse.Namespace, settings: Settings):
     store_registry_version(settings.lake, raw)
     registry = RegistrySource(settings.registry, settings.lake, settings.registry_refresh_s, initial=raw)
     extra = [f"--savepoint_path={args.savepoint_path}"] if args.savepoint_path else []
-    p = beam.Pipeline(options=flink_options(settings, args.job_name, extra))
+    p = beam.Pipeline(options=flink_options(settings, settings.job_name, extra))
     build(p, settings, registry, args.flush_seconds, args.chunk_size, args.group_id, args.window_flush_seconds)
     return p.run()

@@ -5,7 +5,7 @@
 replay) a streaming bundle. Rejections are kept, not dropped: ``ParseReadings`` routes them to
 ``rejected/readings`` with their Kafka coordinates.
 
-Contract decisions (see DESIGN.md "Message contract"):
+Contract decisions (see docs/design.md, "Message contract"):
 
 * Numeric timestamps: ``abs(t) < 1e11`` means epoch **seconds** (int or float; up to year 5138),
   otherwise epoch **milliseconds**. Millisecond timestamps before 1973-03-03T09:46:40Z are thus
@@ -30,10 +30,10 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.schemas import RAW_READINGS_DATASET, REJECTED_READINGS_DATASET
 from pipelines.sinks import LakeRecord
 from pipelines.windows import Observation
 from sensorlake.contract import EPOCH_SECONDS_LIMIT, epoch_to_ms, iso_to_ms  # noqa: F401 - re-exported
+from sensorlake.lake import RAW_READINGS_DATASET, REJECTED_READINGS_DATASET
 from sensorlake.registry import Sensor
 
 DEFAULT_MAX_PAYLOAD_BYTES = 262_144
@@ -260,8 +260,9 @@ def _header_text(headers: Mapping | None, name: str) -> str | None:
 
 
 class ParseReadings(beam.DoFn):
-    """KafkaRecord -> LakeRecord (raw or rejected row), plus an Observation per reading on tag
-    ``readings`` (for the 1-minute windows).
+    """KafkaRecord -> LakeRecord (raw or rejected row, with its Kafka coordinates), plus an
+    Observation per reading on tag ``readings`` (for the 1-minute windows). Where a row is stored
+    is the sink's business (sensorlake.lake).
 
     ``registry`` is a mapping, or a callable returning the current one (a ``RegistrySource``
     follows registry updates without a restart). Element timestamps are left alone: they are the
@@ -308,8 +309,7 @@ class ParseReadings(beam.DoFn):
                 "kafka_partition": record.partition, "kafka_offset": record.offset,
                 "kafka_timestamp": kafka_ts, "ingest_time": ingest_time,
             }
-            part = f"date={et.year:04d}-{et.month:02d}-{et.day:02d}/hour={et.hour:02d}"
-            yield LakeRecord(record.partition, record.offset, RAW_READINGS_DATASET, part, row)
+            yield LakeRecord(record.partition, record.offset, RAW_READINGS_DATASET, row)
             yield beam.pvalue.TaggedOutput(self.READINGS_TAG, Observation(
                 result.sensor_id, result.event_time_ms, result.value, result.seq,
                 _arrival_ms(record, now_ms), result.unit, record.partition))
@@ -322,5 +322,4 @@ class ParseReadings(beam.DoFn):
                 "kafka_offset": record.offset, "kafka_timestamp": kafka_ts,
                 "mqtt_topic": topic, "ingest_time": ingest_time,
             }
-            part = f"date={kafka_ts.year:04d}-{kafka_ts.month:02d}-{kafka_ts.day:02d}"
-            yield LakeRecord(record.partition, record.offset, REJECTED_READINGS_DATASET, part, row)
+            yield LakeRecord(record.partition, record.offset, REJECTED_READINGS_DATASET, row)

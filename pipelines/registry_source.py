@@ -23,22 +23,22 @@ from typing import Callable
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from sensorlake import lake as layout
 from sensorlake.registry import RegistryError, Sensor, parse_registry
 
 log = logging.getLogger("sensorlake.registry")
 
 
 def store_registry_version(lake: str, raw: bytes, now: dt.datetime | None = None) -> str | None:
-    """Writes raw/sensors/version=<UTC>/sensors.json unless the newest version has the same bytes."""
-    base = f"{lake.rstrip('/')}/raw/sensors"
+    """Stores a registry version (sensorlake.lake.registry_version_path) unless the newest stored
+    version has the same bytes."""
     digest = hashlib.sha256(raw).hexdigest()
-    existing = sorted(m.path for m in FileSystems.match([f"{base}/version=*/sensors.json"])[0].metadata_list)
+    existing = sorted(m.path for m in FileSystems.match([layout.registry_glob(lake)])[0].metadata_list)
     if existing:
         with FileSystems.open(existing[-1]) as fh:
             if hashlib.sha256(fh.read()).hexdigest() == digest:
                 return None
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H-%M-%SZ")
-    path = f"{base}/version={stamp}/sensors.json"
+    path = layout.registry_version_path(lake, now or dt.datetime.now(dt.timezone.utc))
     if "://" not in path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     with FileSystems.create(path) as fh:

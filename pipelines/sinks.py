@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from typing import Iterable, NamedTuple
+from typing import Iterable, Mapping, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -32,10 +32,11 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 
 from pipelines.batching import group_per_bundle, shard_of
+from sensorlake.lake import Dataset
 
 
 class LakeRecord(NamedTuple):
-    """One Kafka record's fate: which dataset and partition folder it goes to, if any.
+    """One Kafka record's fate: which dataset it goes to, if any (the dataset says where in it).
 
     dataset None means "consumed, written nowhere" (a de-duplicated reading): it still counts
     towards the chunk's completeness.
@@ -44,7 +45,6 @@ class LakeRecord(NamedTuple):
     kafka_partition: int
     kafka_offset: int
     dataset: str | None
-    partition_path: str  # e.g. "date=2026-11-28/hour=17"
     row: dict | None
 
 
@@ -85,9 +85,9 @@ class _BufferedWriter(beam.DoFn):
     WRITTEN = ReadModifyWriteStateSpec("written", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
 
-    def __init__(self, lake: str, schemas: dict[str, pa.Schema], flush_seconds: float):
+    def __init__(self, lake: str, datasets: Mapping[str, Dataset], flush_seconds: float):
         self._lake = lake.rstrip("/")
-        self._schemas = schemas
+        self._datasets = datasets
         self._flush_seconds = flush_seconds
         self._rows_written = Metrics.counter("sinks", "rows_written")
         self._files_written = Metrics.counter("sinks", "files_written")
@@ -116,14 +116,14 @@ class _BufferedWriter(beam.DoFn):
             yield from batch
 
     def _write(self, path: str, dataset: str, group: list[dict]) -> None:
-        write_parquet_atomically(path, pa.Table.from_pylist(group, schema=self._schemas[dataset]))
+        write_parquet_atomically(path, pa.Table.from_pylist(group, schema=self._datasets[dataset].schema))
         self._rows_written.inc(len(group))
         self._files_written.inc()
 
 
 class _ChunkWriter(_BufferedWriter):
-    def __init__(self, lake: str, schemas: dict[str, pa.Schema], chunk_size: int, flush_seconds: float):
-        super().__init__(lake, schemas, flush_seconds)
+    def __init__(self, lake: str, datasets: Mapping[str, Dataset], chunk_size: int, flush_seconds: float):
+        super().__init__(lake, datasets, flush_seconds)
         self._chunk_size = chunk_size
         self._chunks_sealed = Metrics.counter("sinks", "chunks_sealed")
 
@@ -146,9 +146,9 @@ class _ChunkWriter(_BufferedWriter):
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for r in sorted(records, key=lambda r: r.kafka_offset):
             if r.dataset is not None:
-                groups[(r.dataset, r.partition_path)].append(r.row)
+                groups[(r.dataset, self._datasets[r.dataset].partition_of(r.row))].append(r.row)
         for (dataset, part), group in groups.items():
-            path = f"{self._lake}/{dataset}/{part}/part-p{kafka_partition:03d}-c{chunk:09d}.parquet"
+            path = self._datasets[dataset].chunk_file(self._lake, part, kafka_partition, chunk)
             if merge:
                 mine = {row["kafka_offset"] for row in group}
                 kept = [row for row in read_parquet_rows(path) if row["kafka_offset"] not in mine]
@@ -157,13 +157,13 @@ class _ChunkWriter(_BufferedWriter):
 
 
 class WriteLakeChunks(beam.PTransform):
-    """Writes LakeRecords to <lake>/<dataset>/<partition_path>/part-p<P>-c<C>.parquet."""
+    """Writes LakeRecords to their dataset's chunk files (sensorlake.lake.Dataset.chunk_file)."""
 
-    def __init__(self, lake: str, schemas: dict[str, pa.Schema], chunk_size: int = 10_000,
+    def __init__(self, lake: str, datasets: Mapping[str, Dataset], chunk_size: int = 10_000,
                  flush_seconds: float = 30.0):
         super().__init__()
         self._lake = lake
-        self._schemas = schemas
+        self._datasets = datasets
         self._chunk_size = chunk_size
         self._flush_seconds = flush_seconds
 
@@ -174,16 +174,10 @@ class WriteLakeChunks(beam.PTransform):
             | "KeyByChunk" >> beam.Map(lambda r: ((r.kafka_partition, r.kafka_offset // size), r))
             | "BatchByChunk" >> group_per_bundle()
             | "FlushChunks" >> beam.ParDo(
-                _ChunkWriter(self._lake, self._schemas, size, self._flush_seconds))
+                _ChunkWriter(self._lake, self._datasets, size, self._flush_seconds))
         )
 
 
-
-def window_file(lake: str, dataset: str, window_start_ms: int, shard: int) -> str:
-    """<lake>/<dataset>/date=YYYY-MM-DD/part-HHMM-sSS.parquet: one file per minute and shard."""
-    t = time.gmtime(window_start_ms // 1000)
-    return (f"{lake.rstrip('/')}/{dataset}/date={t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}/"
-            f"part-{t.tm_hour:02d}{t.tm_min:02d}-s{shard:02d}.parquet")
 
 
 class _WindowFileWriter(_BufferedWriter):
@@ -203,7 +197,7 @@ class _WindowFileWriter(_BufferedWriter):
         rows.clear()
         if not newest:
             return
-        path = window_file(self._lake, dataset, start, shard)
+        path = self._datasets[dataset].minute_file(self._lake, start, shard)
         merged = {row["sensor_id"]: row for row in read_parquet_rows(path)}
         for sensor_id, row in newest.items():
             old = merged.get(sensor_id)
@@ -213,12 +207,12 @@ class _WindowFileWriter(_BufferedWriter):
 
 
 class WriteWindowFiles(beam.PTransform):
-    """Writes WindowRows to window_file(...); shard = shard_of(sensor_id, shards)."""
+    """Writes WindowRows to their dataset's minute files; shard = shard_of(sensor_id, shards)."""
 
-    def __init__(self, lake: str, schemas: dict[str, pa.Schema], shards: int = 1, flush_seconds: float = 10.0):
+    def __init__(self, lake: str, datasets: Mapping[str, Dataset], shards: int = 1, flush_seconds: float = 10.0):
         super().__init__()
         self._lake = lake
-        self._schemas = schemas
+        self._datasets = datasets
         self._shards = shards
         self._flush_seconds = flush_seconds
 
@@ -229,5 +223,5 @@ class WriteWindowFiles(beam.PTransform):
             | "KeyByMinuteFile" >> beam.Map(
                 lambda r: ((r.dataset, r.window_start_ms, shard_of(r.sensor_id, shards)), r))
             | "BatchByMinuteFile" >> group_per_bundle()
-            | "FlushMinuteFiles" >> beam.ParDo(_WindowFileWriter(self._lake, self._schemas, self._flush_seconds))
+            | "FlushMinuteFiles" >> beam.ParDo(_WindowFileWriter(self._lake, self._datasets, self._flush_seconds))
         )

@@ -6,7 +6,7 @@ millisecond out of order is late), and an idle partition moves the watermark to 
 (a backfill of last week becomes too late to count). So each sensor keeps its own clock in keyed
 state, which is also what a per-sensor quality metric means:
 
-* watermark(sensor) = newest event time seen - ``out_of_orderness_ms`` (DESIGN default 10 s);
+* watermark(sensor) = newest event time seen - ``out_of_orderness_ms`` (default 10 s);
 * a window [s, s+60 s) *closes* when the watermark passes s+60 s: its curated and quality rows
   are emitted (version 0), and a registered sensor with no readings in it gets a ``missing`` row;
 * readings for a closed window arrive *late*: within ``allowed_lateness_ms`` they update the
@@ -39,8 +39,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from pipelines.batching import group_per_bundle, shard_of
-from pipelines.quality import Thresholds, completeness, range_validity
-from pipelines.schemas import READINGS_1MIN_DATASET, SENSOR_QUALITY_DATASET
+from sensorlake.lake import READINGS_1MIN_DATASET, SENSOR_QUALITY_DATASET
+from sensorlake.quality import Thresholds, completeness, range_validity
 from sensorlake.registry import Sensor
 
 WINDOW_MS = 60_000

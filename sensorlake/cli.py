@@ -11,14 +11,9 @@ import json
 import sys
 from typing import Callable
 
+from sensorlake import services
 from sensorlake.logs import configure_logging
-from sensorlake.settings import Settings, SettingsError
-
-STACK_SETTINGS = [
-    "home", "cache", "lake", "mqtt_port", "kafka_bootstrap", "kafka_controller_port", "flink_rest_port",
-    "flink_rpc_port", "flink_taskmanager_slots", "job_server_port", "artifact_port", "expansion_port",
-    "log_level",
-]
+from sensorlake.settings import STACK_SETTINGS, Settings, SettingsError
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -33,7 +28,7 @@ def _local(args: argparse.Namespace) -> int:
     if args.action == "up":
         paths = install(settings)
         stack = LocalStack(settings, paths)
-        stack.up(progress=say, with_apps=args.with_apps)
+        stack.up(args.services or None, progress=say, with_apps=args.with_apps)
         s = stack.settings
         say(f"Flink dashboard: {s.flink_rest}\nMQTT: 127.0.0.1:{s.mqtt_port}   Kafka: {s.kafka_bootstrap}\n"
             f"Beam job server: {s.job_endpoint}   lake: {s.lake}\nlogs: {stack.home / 'logs'}\n"
@@ -53,9 +48,10 @@ def _local(args: argparse.Namespace) -> int:
                 print(f"{r['service']:<18} {state:<8} pid={r['pid'] or '-':<8} ports={r['ports']}")
         return 0 if all(r["ready"] for r in rows) else 3
     if args.action == "logs":
-        path = stack.log_path(args.service)
+        service = args.services[0] if args.services else "jobserver"
+        path = stack.log_path(service)
         if not path.exists():
-            raise SettingsError(f"no log for {args.service} yet ({path})")
+            raise SettingsError(f"no log for {service} yet ({path})")
         lines = path.read_text(errors="replace").splitlines()[-args.lines:]
         print("\n".join(lines))
         return 0
@@ -68,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     local = sub.add_parser("local", help="Run the platform's services as local processes (no Docker).")
     local.add_argument("action", choices=["install", "up", "down", "status", "logs"],
-                       help="install: fetch what is missing; up: install and start; down: stop what up "
-                            "started; status: show each service; logs: show a service's log")
-    local.add_argument("service", nargs="?", default="jobserver", help="service for `logs`")
+                       help="install: fetch what is missing; up: install and start (all services, or the "
+                            "ones named and what they need); down: stop what up started; status: show each "
+                            "service; logs: show a service's log")
+    local.add_argument("services", nargs="*", metavar="SERVICE",
+                       help=f"with `up`: start only these (and what they need); with `logs`: the service "
+                            f"(default jobserver). One of: {', '.join(services.BY_LOCAL)}")
     local.add_argument("--lines", type=int, default=50, help="lines of log to show")
     local.add_argument("--json", action="store_true", help="status as JSON")
     local.add_argument("--with-apps", action="store_true",
@@ -78,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     Settings.add_arguments(local, STACK_SETTINGS)
     local.set_defaults(func=_local)
 
-    _add_plugin(sub, "generate", "Publish simulated sensor readings to MQTT.", "iot_data_generator.cli")
-    _add_plugin(sub, "bridge", "Forward MQTT readings to Kafka without losing any.", "connectors.mqtt_kafka.cli")
-    _add_plugin(sub, "pipeline", "Run the Beam pipeline on Flink.", "pipelines.cli")
+    # The apps (the same entry points docker-compose runs).
+    _add_app(sub, "generate", "Publish simulated sensor readings to MQTT.", "iot_data_generator.cli")
+    _add_app(sub, "bridge", "Forward MQTT readings to Kafka without losing any.", "connectors.mqtt_kafka.cli")
+    _add_app(sub, "pipeline", "Run the Beam pipeline on Flink.", "pipelines.cli")
 
     # Tools for the people who use the data: SQL views, compaction, the data catalogue.
     from sensorlake import compact, sql
@@ -94,20 +94,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_plugin(sub, name: str, help: str, module: str) -> None:
+class BrokenInstall(RuntimeError):
+    """A command's module cannot be imported: the installation is broken, not the user's input."""
+
+
+def _add_app(sub, name: str, help: str, module: str) -> None:
+    """A subcommand implemented by ``module`` (configure_parser, run). An import that fails ends
+    every command with its cause, rather than silently hiding the subcommand."""
     import importlib
 
     try:
         mod = importlib.import_module(module)
-    except ImportError:
-        return  # not built yet
+    except ImportError as exc:
+        raise BrokenInstall(f"`sensorlake {name}` cannot load {module}: {exc}. Reinstall with `make setup` "
+                            f"(or pip install -e .)") from exc
     p = sub.add_parser(name, help=help, description=help)
     mod.configure_parser(p)
     p.set_defaults(func=mod.run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except BrokenInstall as exc:
+        print(f"sensorlake: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     try:
         configure_logging(Settings.from_args(args).log_level)

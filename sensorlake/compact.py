@@ -78,13 +78,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.schemas import (RAW_READINGS_DATASET, READINGS_1MIN_DATASET, REJECTED_READINGS_DATASET,
-                               SCHEMAS, SENSOR_QUALITY_DATASET)
+from sensorlake import lake as layout
+from sensorlake.lake import Dataset
 from sensorlake.sql import local_lake, stored_files
 
 UTC = dt.timezone.utc
 OUTPUT_PREFIX = "compacted-"
-STATE_DIR = "_compaction"
+STATE_DIR = layout.COMPACTION_DIR
+STAGING_MARKER = "compact-"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -93,30 +94,8 @@ class CompactionError(Exception):
     """Compaction cannot run (one line for the user)."""
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    dataset: str
-    partition_keys: tuple[str, ...]          # ("date",) or ("date", "hour")
-    unique: tuple[str, ...]                  # one row per these columns
-    prefer: tuple[tuple[str, str], ...]      # which duplicate wins (sort keys)
-    sort: tuple[str, ...]                    # order of the merged file
-    row_group_rows: int
-
-    @property
-    def span(self) -> dt.timedelta:
-        return dt.timedelta(hours=1) if "hour" in self.partition_keys else dt.timedelta(days=1)
-
-
-SPECS: dict[str, DatasetSpec] = {s.dataset: s for s in (
-    DatasetSpec(RAW_READINGS_DATASET, ("date", "hour"), ("kafka_partition", "kafka_offset"),
-                (("ingest_time", "descending"),), ("sensor_id", "event_time"), 65536),
-    DatasetSpec(REJECTED_READINGS_DATASET, ("date",), ("kafka_partition", "kafka_offset"),
-                (("ingest_time", "descending"),), ("kafka_timestamp", "kafka_partition", "kafka_offset"), 65536),
-    DatasetSpec(READINGS_1MIN_DATASET, ("date",), ("sensor_id", "window_start"),
-                (("version", "descending"), ("emitted_at", "descending")), ("sensor_id", "window_start"), 16384),
-    DatasetSpec(SENSOR_QUALITY_DATASET, ("date",), ("sensor_id", "window_start"),
-                (("version", "descending"), ("emitted_at", "descending")), ("sensor_id", "window_start"), 16384),
-)}
+# Every dataset of the lake, with its unique key, the copy that wins and the merged files' order.
+SPECS: dict[str, Dataset] = layout.BY_NAME
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -148,7 +127,7 @@ def _data_files(folder: Path) -> list[os.DirEntry]:
     try:
         return sorted((e for e in os.scandir(folder)
                        if e.is_file(follow_symlinks=False) and e.name.endswith(".parquet")
-                       and not e.name.startswith((".", "_"))), key=lambda e: e.name)
+                       and not layout.is_hidden(e.name)), key=lambda e: e.name)
     except FileNotFoundError:
         return []
 
@@ -190,27 +169,12 @@ class Partition:
 
     @property
     def label(self) -> str:
-        return f"{self.dataset}/{self.path.parent.name + '/' if self.path.parent.name.startswith('date=') else ''}{self.path.name}"
+        depth = len(layout.BY_NAME[self.dataset].keys)
+        return "/".join([self.dataset, *self.path.parts[-depth:]])
 
 
-def list_partitions(lake: Path, spec: DatasetSpec) -> list[Partition]:
-    base = lake / spec.dataset
-    out: list[Partition] = []
-    for day_dir in sorted(base.glob("date=*")):
-        try:
-            day = dt.datetime.strptime(day_dir.name[5:], "%Y-%m-%d").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        if not day_dir.is_dir():
-            continue
-        if spec.partition_keys == ("date",):
-            out.append(Partition(spec.dataset, day_dir, day, day + spec.span))
-            continue
-        for hour_dir in sorted(day_dir.glob("hour=*")):
-            if hour_dir.is_dir() and hour_dir.name[5:].isdigit() and int(hour_dir.name[5:]) < 24:
-                start = day + dt.timedelta(hours=int(hour_dir.name[5:]))
-                out.append(Partition(spec.dataset, hour_dir, start, start + spec.span))
-    return out
+def list_partitions(lake: Path, spec: Dataset) -> list[Partition]:
+    return [Partition(spec.name, path, start, start + spec.span) for path, start in spec.partitions(lake)]
 
 
 def _tree_stats(base: Path) -> tuple[int, int]:
@@ -223,15 +187,15 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def merge_files(con: duckdb.DuckDBPyConnection, paths: list[str], spec: DatasetSpec) -> pa.Table:
-    """Reads the files, keeps one row per ``spec.unique`` (the preferred one) and sorts them.
+def merge_files(con: duckdb.DuckDBPyConnection, paths: list[str], spec: Dataset) -> pa.Table:
+    """Reads the files, keeps one row per ``spec.unique_key`` (the winner) and sorts them.
 
     The result has the dataset's Arrow schema (field descriptions, timestamp[ms, UTC]) whenever
     the files have its columns; files of an older or newer layout keep their own columns.
     """
-    prefer = ", ".join(f"{_ident(k)} {'DESC' if d == 'descending' else 'ASC'}" for k, d in spec.prefer)
+    prefer = ", ".join(f"{_ident(k)} {'DESC' if d == 'descending' else 'ASC'}" for k, d in spec.winner)
     sql = (f"SELECT * FROM read_parquet($files, hive_partitioning = false{{union}}) "
-           f"QUALIFY row_number() OVER (PARTITION BY {', '.join(map(_ident, spec.unique))} ORDER BY {prefer}) = 1 "
+           f"QUALIFY row_number() OVER (PARTITION BY {', '.join(map(_ident, spec.unique_key))} ORDER BY {prefer}) = 1 "
            f"ORDER BY {', '.join(map(_ident, spec.sort))}")
     try:
         table = con.sql(sql.format(union=""), params={"files": paths}).to_arrow_table()
@@ -239,7 +203,7 @@ def merge_files(con: duckdb.DuckDBPyConnection, paths: list[str], spec: DatasetS
         # Files of different layouts (a column added between pipeline versions): align by name.
         # Not the default because it reads every footer before the scan (slower).
         table = con.sql(sql.format(union=", union_by_name = true"), params={"files": paths}).to_arrow_table()
-    for schema in (SCHEMAS.get(spec.dataset), pq.read_schema(paths[-1])):
+    for schema in (spec.schema, pq.read_schema(paths[-1])):
         if schema is not None and table.schema.names == schema.names:
             return table.cast(schema)  # safe cast: fails rather than truncating a value
     return table
@@ -325,7 +289,7 @@ class Compactor:
             now = self.now or dt.datetime.now(UTC)
             cutoff = now - self.older_than
             reports = []
-            plans: list[tuple[DatasetReport, DatasetSpec, Partition, list[os.DirEntry]]] = []
+            plans: list[tuple[DatasetReport, Dataset, Partition, list[os.DirEntry]]] = []
             for name in names:
                 spec = SPECS[name]
                 rep = DatasetReport(name)
@@ -369,7 +333,7 @@ class Compactor:
         rows = sum(pq.ParquetFile(f.path).metadata.num_rows for f in files)
         return PartitionResult(part.label, "would compact", len(files), size, rows)
 
-    def _compact(self, spec: DatasetSpec, part: Partition) -> PartitionResult:
+    def _compact(self, spec: Dataset, part: Partition) -> PartitionResult:
         entries = _data_files(part.path)
         # Identities first, contents second: if a file is replaced after its stat, the re-check
         # below sees a different identity and this partition is left alone.
@@ -383,7 +347,7 @@ class Compactor:
             return PartitionResult(part.label, "changed", 0, 0, 0)  # a file vanished meanwhile
         bytes_before = sum(s["size"] for s in sources)
 
-        staging = part.path.parent / f".{part.path.name}.compact-{self.run_id}"
+        staging = part.path.parent / f".{part.path.name}.{STAGING_MARKER}{self.run_id}"
         staging.mkdir()
         outputs: list[str] = []
         bytes_after = 0
@@ -465,8 +429,7 @@ class Compactor:
             handled += 1
         # Every journal entry is closed now; a staging folder left over was never swapped in.
         for spec in SPECS.values():
-            pattern = ".date=*.compact-*" if spec.partition_keys == ("date",) else "date=*/.hour=*.compact-*"
-            for stray in (self.lake / spec.dataset).glob(pattern):
+            for stray in (self.lake / spec.name).glob(spec.staging_glob(STAGING_MARKER)):
                 shutil.rmtree(stray, ignore_errors=True)
                 handled += 1
         return handled
@@ -507,7 +470,7 @@ examples:
 
 
 def configure_parser(p) -> None:
-    from sensorlake.settings import Settings
+    from sensorlake.settings import LAKE_TOOL_SETTINGS, Settings
 
     p.add_argument("--older-than", default="2h", metavar="DURATION",
                    help="only partitions that ended (and were last written) longer ago than this, e.g. 2h, "
@@ -517,7 +480,7 @@ def configure_parser(p) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be merged, change nothing")
     p.add_argument("--max-rows", type=int, default=5_000_000, help="rows per merged file (default 5000000)")
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
-    Settings.add_arguments(p, ["lake", "log_level"])
+    Settings.add_arguments(p, LAKE_TOOL_SETTINGS)
 
 
 def run(args) -> int:

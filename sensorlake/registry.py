@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 DEFAULT_INTERVAL_MS = 1000
 
@@ -34,34 +34,50 @@ class Sensor:
         return self.range_min <= value <= self.range_max
 
 
+SCHEMA_FILE = Path(__file__).with_name("schemas") / "registry.schema.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+
+
+def _explain(error) -> str:
+    path = list(error.absolute_path)
+    if not path:
+        return ("registry must be a JSON object of sensor id -> sensor" if error.validator == "type"
+                else f"registry: {error.message}")
+    where = f"sensor {path[0]!r}" + (f": {path[1]}" if len(path) > 1 else "")
+    return f"{where}: {error.message}"
+
+
 def parse_registry(raw: bytes | str) -> dict[str, Sensor]:
+    """Validates a registry document against schemas/registry.schema.json (the first problem is
+    named: sensor and field) and returns its sensors."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RegistryError(f"registry is not valid JSON: {exc}") from exc
-    if not isinstance(doc, Mapping):
-        raise RegistryError("registry must be a JSON object of sensor id -> sensor")
+    error = next(iter(sorted(_validator().iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))), None)
+    if error is not None:
+        raise RegistryError(_explain(error))
     sensors: dict[str, Sensor] = {}
     for sid, spec in doc.items():
-        if not isinstance(spec, Mapping):
-            raise RegistryError(f"sensor {sid!r}: expected an object")
-        rng = spec.get("range")
-        if not (isinstance(rng, (list, tuple)) and len(rng) == 2
-                and all(isinstance(v, (int, float)) for v in rng) and rng[0] <= rng[1]):
-            raise RegistryError(f"sensor {sid!r}: range must be [min, max] numbers, got {rng!r}")
-        interval = spec.get("interval_ms", DEFAULT_INTERVAL_MS)
-        if not isinstance(interval, int) or interval <= 0:
-            raise RegistryError(f"sensor {sid!r}: interval_ms must be a positive integer")
-        sensors[str(sid)] = Sensor(
-            sensor_id=str(sid),
+        low, high = spec["range"]
+        if low > high:  # beyond JSON Schema: one field compared with another
+            raise RegistryError(f"sensor {sid!r}: range: min {low} is above max {high}")
+        sensors[sid] = Sensor(
+            sensor_id=sid,
             lat=spec.get("lat"),
             lng=spec.get("lng"),
-            unit=str(spec.get("unit", "")),
-            type=str(spec.get("type", "")),
-            range_min=float(rng[0]),
-            range_max=float(rng[1]),
-            description=str(spec.get("description", "")),
-            interval_ms=interval,
+            unit=spec.get("unit", ""),
+            type=spec.get("type", ""),
+            range_min=float(low),
+            range_max=float(high),
+            description=spec.get("description", ""),
+            interval_ms=spec.get("interval_ms", DEFAULT_INTERVAL_MS),
         )
     return sensors
 

@@ -19,7 +19,6 @@ the container health check (exit 0 when healthy).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -28,16 +27,16 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
+from sensorlake import flink_rest
 from sensorlake.local.install import Paths
-from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION, REPO_ROOT, Settings
+from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION, REPO_ROOT, ROLE_SETTINGS, Settings
 
-# The lake job's name in Flink (pipelines.main.JOB_NAME; a unit test keeps them equal without
-# importing Beam here, so probes and `local status` stay fast).
-JOB_NAME = "sensorlake-lake"
+# The lake job's default name in Flink (the job_name setting).
+JOB_NAME = Settings.model_fields["job_name"].default
 
 # The one image every compose service runs (docker/sensorlake.Dockerfile), and the only image it
 # builds FROM (build arg BASE_IMAGE); everything else comes from the package registries.
@@ -71,7 +70,7 @@ class Role:
     kind      "infra" (a runtime the stack starts), "app" (our CLI, long-running) or "oneshot"
     argv      for apps: the arguments of our entry point, ``sensorlake ARGV`` (both deployments)
     compose_args / local_args   what only one deployment adds ("{home}": the local state folder)
-    settings  the Settings this role reads; compose passes it no other SENSORLAKE_* variable
+    settings  the Settings it reads (ROLE_SETTINGS[name]); compose passes it no other SENSORLAKE_* variable
     ports     Settings (or Settings properties) naming the ports it listens on
     published the ports compose publishes, on 127.0.0.1 only, at the same number
     probe     how readiness / health is told (see ``probe``)
@@ -84,7 +83,6 @@ class Role:
     argv: tuple[str, ...] = ()
     compose_args: tuple[str, ...] = ()
     local_args: tuple[str, ...] = ()
-    settings: tuple[str, ...] = ()
     ports: tuple[str, ...] = ()
     published: tuple[str, ...] = ()
     probe: str = "tcp"
@@ -92,6 +90,10 @@ class Role:
     after: tuple[tuple[str, str], ...] = ()
     scalable: bool = False
     timeout: float = 90.0
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        return ROLE_SETTINGS[self.name]
 
     def compose_argv(self) -> list[str]:
         return [*self.argv, *self.compose_args]
@@ -105,63 +107,37 @@ class Role:
 
 HEALTHY, STARTED, COMPLETED = "service_healthy", "service_started", "service_completed_successfully"
 
-MQTT_BROKER_SETTINGS = ("mqtt_port", "mqtt_topic_prefix", "mqtt_generator_user", "mqtt_generator_password",
-                        "mqtt_bridge_user", "mqtt_bridge_password")
-TOPIC_SETTINGS = ("kafka_topic", "kafka_dlq_topic", "kafka_partitions", "kafka_retention_ms")
-BRIDGE_SETTINGS = ("mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_bridge_user", "mqtt_bridge_password",
-                   "mqtt_tls_ca", "mqtt_qos", "kafka_bootstrap", *TOPIC_SETTINGS, "bridge_id", "bridge_client_id",
-                   "bridge_max_inflight", "bridge_max_payload_bytes", "bridge_metrics_port",
-                   "bridge_session_expiry_s", "log_level")
-GENERATOR_SETTINGS = ("registry", "mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_generator_user",
-                      "mqtt_generator_password", "mqtt_tls_ca", "mqtt_qos", "log_level")
-PIPELINE_SETTINGS = ("lake", "registry", "kafka_bootstrap", "kafka_topic", "flink_host", "flink_rest_port",
-                     "job_server_host", "job_server_port", "artifact_port", "expansion_host", "expansion_port",
-                     "environment_type", "environment_config", "parallelism", "checkpoint_interval_ms",
-                     "bundle_max_elements", "bundle_max_ms", "log_level", "out_of_orderness_ms",
-                     "allowed_lateness_ms", "idle_timeout_ms", "heartbeat_interval_ms", "max_missing_windows",
-                     "window_shards", "state_shards", "registry_refresh_s", "quality_ok_completeness",
-                     "quality_ok_validity", "quality_bad_completeness", "quality_bad_validity")
-CATALOG_SETTINGS = ("lake", "catalog_host", "catalog_port", "catalog_interval_s", "freshness_warn_s",
-                    "freshness_error_s", "data_owner", "data_contact", "log_level")
-FLINK_SETTINGS = ("flink_host", "flink_rest_port", "flink_rpc_port", "flink_taskmanager_slots", "log_level")
-
 ROLES: tuple[Role, ...] = (
-    Role("mosquitto", "mosquitto", "infra", settings=MQTT_BROKER_SETTINGS, ports=("mqtt_port",),
-         published=("mqtt_port",), timeout=20),
-    Role("kafka", "kafka", "infra", settings=("kafka_bootstrap", "kafka_partitions"),
-         ports=("kafka_bootstrap_port", "kafka_controller_port"), published=("kafka_bootstrap_port",), probe="kafka"),
-    Role("kafka-init", None, "oneshot", settings=("kafka_bootstrap", *TOPIC_SETTINGS), probe="none",
-         after=(("kafka", HEALTHY),)),
-    Role("jobmanager", "flink-jobmanager", "infra", settings=FLINK_SETTINGS,
+    Role("mosquitto", "mosquitto", "infra", ports=("mqtt_port",), published=("mqtt_port",), timeout=20),
+    Role("kafka", "kafka", "infra", ports=("kafka_bootstrap_port", "kafka_controller_port"),
+         published=("kafka_bootstrap_port",), probe="kafka"),
+    Role("kafka-init", None, "oneshot", probe="none", after=(("kafka", HEALTHY),)),
+    Role("jobmanager", "flink-jobmanager", "infra",
          ports=("flink_rest_port", "flink_rpc_port"), published=("flink_rest_port",), probe="flink-rest",
          host="flink_host"),
-    Role("taskmanager", "flink-taskmanager", "infra", settings=FLINK_SETTINGS, probe="flink-taskmanager",
+    Role("taskmanager", "flink-taskmanager", "infra", probe="flink-taskmanager",
          after=(("jobmanager", HEALTHY),), scalable=True),
-    Role("expansion", "expansion", "infra", settings=("expansion_host", "expansion_port", "log_level"),
-         ports=("expansion_port",), host="expansion_host"),
+    Role("expansion", "expansion", "infra", ports=("expansion_port",), host="expansion_host"),
     Role("jobserver", "jobserver", "infra",
-         settings=("flink_host", "flink_rest_port", "job_server_host", "job_server_port", "artifact_port",
-                   "log_level"),
          ports=("job_server_port", "artifact_port"), host="job_server_host", after=(("jobmanager", HEALTHY),)),
-    Role("bridge", "bridge", "app", argv=("bridge",), settings=BRIDGE_SETTINGS, ports=("bridge_metrics_port",),
+    Role("bridge", "bridge", "app", argv=("bridge",), ports=("bridge_metrics_port",),
          probe="bridge", after=(("mosquitto", HEALTHY), ("kafka-init", COMPLETED)), timeout=60),
     # After the bridge: the broker queues readings for the bridge's session only once it exists,
     # so what the generator sends before the bridge's first subscription would be lost.
     # Its report (what it sent, by seq) is written when it stops: `docker compose stop generator`,
     # then `docker compose cp generator:/tmp/generator-report.json .`
     Role("generator", "generator", "app", argv=("generate",), compose_args=("--report", "/tmp/generator-report.json"),
-         local_args=("--report", "{home}/generator-report.json"), settings=GENERATOR_SETTINGS,
+         local_args=("--report", "{home}/generator-report.json"),
          probe="mqtt-connected", after=(("mosquitto", HEALTHY), ("bridge", HEALTHY)), timeout=10),
     # Locally the job's Python workers run in this process (LOOPBACK): it stays in the foreground.
     # In compose the workers run in the TaskManagers (PROCESS) and the submitter only submits when
     # no live job of that name exists, then watches it, so a second `up` never adds a copy.
-    Role("pipeline", "pipeline", "app", argv=("pipeline", "run"), compose_args=("--if-absent",),
-         settings=PIPELINE_SETTINGS, probe="flink-job",
+    Role("pipeline", "pipeline", "app", argv=("pipeline", "run"), compose_args=("--if-absent",), probe="flink-job",
          after=(("jobserver", HEALTHY), ("expansion", HEALTHY), ("taskmanager", HEALTHY),
                 ("kafka-init", COMPLETED)),
          timeout=300),
     # The data catalogue page (it also rebuilds <lake>/_catalog/ every catalog_interval_s).
-    Role("catalog", "catalog", "app", argv=("catalog", "serve"), settings=CATALOG_SETTINGS,
+    Role("catalog", "catalog", "app", argv=("catalog", "serve"),
          ports=("catalog_port",), published=("catalog_port",), probe="http", host="catalog_host", timeout=60),
 )
 BY_NAME = {r.name: r for r in ROLES}
@@ -174,17 +150,6 @@ def local_infra() -> list[str]:
 
 def local_apps() -> list[str]:
     return [r.local for r in ROLES if r.local and r.kind == "app"]
-
-
-def cli_commands() -> set[str]:
-    """The subcommands our `sensorlake` entry point has (a plugin not built yet is absent)."""
-    from sensorlake.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # noqa: SLF001 - argparse offers no public accessor
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            return set(action.choices)
-    return set()
 
 
 def entry_point() -> list[str]:
@@ -371,18 +336,7 @@ def kafka_properties(settings: Settings, compose: bool, log_dir: str) -> dict[st
     }
 
 
-def kafka_env_to_property(name: str) -> str:
-    """apache/kafka image convention: KAFKA_A_B -> a.b, __ -> _, ___ -> -."""
-    key = name[len("KAFKA_"):]
-    return key.replace("___", "\0").replace("__", "\1").replace("_", ".").replace("\0", "-").replace("\1", "_").lower()
-
-
 # ====================================================================== probes
-def _get_json(url: str, timeout: float = 3.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - our own services
-        return json.load(r)
-
-
 def _tcp(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
@@ -429,16 +383,15 @@ def probe(role: Role, settings: Settings, container: bool) -> bool | None:
             ports = [KAFKA_INTERNAL_PORT] if container else role.port_numbers(s)
             return all(_tcp("127.0.0.1", p) for p in [*ports, s.kafka_controller_port])
         if role.probe == "flink-rest":
-            return "taskmanagers" in _get_json(f"{s.flink_rest}/overview")
+            return "taskmanagers" in flink_rest.overview(s)
         if role.probe == "flink-taskmanager":
             if not container:
-                return _get_json(f"{s.flink_rest}/overview").get("taskmanagers", 0) >= 1
+                return flink_rest.overview(s).get("taskmanagers", 0) >= 1
             mine = _own_addresses()
             return any(t.get("id", "").split(":")[0] in mine or any(a in t.get("path", "") for a in mine)
-                       for t in _get_json(f"{s.flink_rest}/taskmanagers").get("taskmanagers", []))
+                       for t in flink_rest.taskmanagers(s))
         if role.probe == "flink-job":
-            return any(j.get("name") == JOB_NAME and j.get("state") == "RUNNING"
-                       for j in _get_json(f"{s.flink_rest}/jobs/overview").get("jobs", []))
+            return flink_rest.job_running(s, s.job_name)
         if role.probe == "bridge":
             if not s.bridge_metrics_port:
                 return None if not container else _connected_to(s.mqtt_port)
@@ -496,11 +449,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _exec(cmd, env)
     return 0  # not reached
-
-
-def settings_env(names: Iterable[str], settings: Settings) -> dict[str, str]:
-    """SENSORLAKE_* variables for the given settings (what a role reads)."""
-    return {Settings.env_name(n): str(getattr(settings, n)) for n in names}
 
 
 if __name__ == "__main__":

@@ -38,18 +38,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable
 
 import duckdb
 import pyarrow as pa
 
-from pipelines.schemas import (RAW_READINGS, RAW_READINGS_DATASET, READINGS_1MIN, READINGS_1MIN_DATASET,
-                               REJECTED_READINGS, REJECTED_READINGS_DATASET, SENSOR_QUALITY,
-                               SENSOR_QUALITY_DATASET)
+from sensorlake import lake as layout
+from sensorlake.lake import Dataset
 
-REGISTRY_DIR = "raw/sensors"
 FORMATS = ("table", "csv", "json", "parquet")
 
 
@@ -57,32 +54,7 @@ class QueryError(Exception):
     """A query or an output could not be produced; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class LakeView:
-    name: str
-    dataset: str
-    schema: pa.Schema
-    partitions: tuple[tuple[str, str], ...]  # Hive keys and their DuckDB types, outermost first
-    key: tuple[str, ...] = ()                # one row per key: highest version, then emitted_at
-    description: str = ""
-
-    def glob(self, lake: str) -> str:
-        folders = "/".join(f"{k}=*" for k, _ in self.partitions)
-        return f"{lake_root(lake)}/{self.dataset}/{folders}/*.parquet"
-
-
-LAKE_VIEWS: tuple[LakeView, ...] = (
-    LakeView("readings", RAW_READINGS_DATASET, RAW_READINGS, (("date", "DATE"), ("hour", "INTEGER")),
-             description="Every distinct reading as received (bronze); payload kept verbatim."),
-    LakeView("readings_1min", READINGS_1MIN_DATASET, READINGS_1MIN, (("date", "DATE"),),
-             ("sensor_id", "window_start"),
-             "1-minute mean/min/max/count of in-range values per sensor; one row per sensor-minute."),
-    LakeView("sensor_quality", SENSOR_QUALITY_DATASET, SENSOR_QUALITY, (("date", "DATE"),),
-             ("sensor_id", "window_start"),
-             "Completeness, range validity, late and duplicate readings and status per sensor-minute."),
-    LakeView("rejected", REJECTED_READINGS_DATASET, REJECTED_READINGS, (("date", "DATE"),),
-             description="Payloads that were not valid readings, with the reason and Kafka coordinates."),
-)
+LAKE_VIEWS: tuple[Dataset, ...] = layout.DATASETS
 SENSORS_VIEW_DESCRIPTION = "The sensor registry's newest version (raw/sensors/version=<UTC>/sensors.json)."
 SENSORS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sensor_id", "VARCHAR", "Sensor id (key of sensors.json)."),
@@ -97,7 +69,7 @@ SENSORS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("expected_per_minute", "DOUBLE", "Readings expected per minute: 60000 / interval_ms."),
     ("registry_version", "VARCHAR", "The registry version (UTC) these rows come from."),
 )
-VIEW_NAMES = tuple(v.name for v in LAKE_VIEWS) + ("sensors",)
+VIEW_NAMES = tuple(ds.view for ds in LAKE_VIEWS) + ("sensors",)
 _VANISHED = ("No such file", "Cannot open file", "could not open file")
 
 
@@ -123,9 +95,9 @@ def stored_files(base: str | os.PathLike) -> tuple[int, int, int]:
     files = size = 0
     folders = set()
     for root, dirs, names in os.walk(base):
-        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        dirs[:] = [d for d in dirs if not layout.is_hidden(d)]
         for n in names:
-            if n.endswith(".parquet") and not n.startswith((".", "_")):
+            if n.endswith(".parquet") and not layout.is_hidden(n):
                 files += 1
                 size += os.stat(os.path.join(root, n)).st_size
                 folders.add(root)
@@ -156,29 +128,31 @@ def _empty_select(columns: Iterable[tuple[str, str]]) -> str:
     return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in columns) + " WHERE false"
 
 
-def lake_view_sql(view: LakeView, lake: str, has_files: bool) -> str:
+def lake_view_sql(ds: Dataset, lake: str, has_files: bool) -> str:
     if not has_files:
-        cols = [(f.name, duckdb_type(f.type)) for f in view.schema] + list(view.partitions)
+        cols = [(f.name, duckdb_type(f.type)) for f in ds.schema] + list(ds.partition_keys)
         return _empty_select(cols)
-    hive_types = ", ".join(f"'{k}': {t}" for k, t in view.partitions)
-    scan = (f"SELECT * FROM read_parquet({_literal(view.glob(lake))}, hive_partitioning = true, "
+    hive_types = ", ".join(f"'{k}': {t}" for k, t in ds.partition_keys)
+    scan = (f"SELECT * FROM read_parquet({_literal(ds.glob(lake_root(lake)))}, hive_partitioning = true, "
             f"hive_types = {{{hive_types}}})")
-    if not view.key:
+    if not ds.versioned:
         return scan
-    by = ", ".join([k for k, _ in view.partitions] + list(view.key))
-    return (f"{scan}\nQUALIFY row_number() OVER (PARTITION BY {by} "
-            f"ORDER BY version DESC, emitted_at DESC) = 1")
+    # One row per key: the lake's winner. The partition keys are functions of the key, and
+    # naming them lets DuckDB push date filters below the window (partition pruning).
+    by = ", ".join([*ds.keys, *ds.unique_key])
+    order = ", ".join(f"{c} {'DESC' if d == 'descending' else 'ASC'}" for c, d in ds.winner)
+    return f"{scan}\nQUALIFY row_number() OVER (PARTITION BY {by} ORDER BY {order}) = 1"
 
 
 def sensors_view_sql(lake: str, has_files: bool) -> str:
     if not has_files:
         return _empty_select((name, t) for name, t, _ in SENSORS_COLUMNS)
-    pattern = _literal(f"{lake_root(lake)}/{REGISTRY_DIR}/version=*/sensors.json")
+    pattern = _literal(layout.registry_glob(lake_root(lake)))
     # Version folder names are UTC stamps (YYYY-MM-DDTHH-MM-SSZ): the greatest name is the newest.
     return f"""WITH newest AS (
   SELECT filename, content FROM read_text({pattern}) ORDER BY filename DESC LIMIT 1),
 entries AS (
-  SELECT regexp_extract(filename, 'version=([^/]+)/sensors\\.json$', 1) AS registry_version,
+  SELECT regexp_extract(filename, {_literal(layout.REGISTRY_VERSION_REGEX)}, 1) AS registry_version,
          unnest(map_entries(content::JSON::MAP(VARCHAR, JSON))) AS e
   FROM newest)
 SELECT e.key AS sensor_id,
@@ -198,13 +172,13 @@ FROM entries"""
 def create_views(con: duckdb.DuckDBPyConnection, lake: str) -> dict[str, bool]:
     """Creates (or replaces) the lake's views; returns view name -> whether it has files yet."""
     present: dict[str, bool] = {}
-    for view in LAKE_VIEWS:
-        present[view.name] = _has_files(con, view.glob(lake))
-        con.execute(f"CREATE OR REPLACE VIEW {view.name} AS {lake_view_sql(view, lake, present[view.name])}")
-        _comment(con, view.name, view.description,
-                 [(f.name, (f.metadata or {}).get(b"description", b"").decode()) for f in view.schema]
-                 + [(k, "Hive partition (folder name); filter on it to read fewer files.") for k, _ in view.partitions])
-    present["sensors"] = _has_files(con, f"{lake_root(lake)}/{REGISTRY_DIR}/version=*/sensors.json")
+    for ds in LAKE_VIEWS:
+        present[ds.view] = _has_files(con, ds.glob(lake_root(lake)))
+        con.execute(f"CREATE OR REPLACE VIEW {ds.view} AS {lake_view_sql(ds, lake, present[ds.view])}")
+        _comment(con, ds.view, ds.description,
+                 [(f.name, (f.metadata or {}).get(b"description", b"").decode()) for f in ds.schema]
+                 + [(k, "Hive partition (folder name); filter on it to read fewer files.") for k in ds.keys])
+    present["sensors"] = _has_files(con, layout.registry_glob(lake_root(lake)))
     con.execute(f"CREATE OR REPLACE VIEW sensors AS {sensors_view_sql(lake, present['sensors'])}")
     _comment(con, "sensors", SENSORS_VIEW_DESCRIPTION, [(n, d) for n, _, d in SENSORS_COLUMNS])
     return present
@@ -461,7 +435,7 @@ JSON/CSV: times as ISO-8601, binary payloads as UTF-8 text (base64 when not vali
 
 
 def configure_parser(p) -> None:
-    from sensorlake.settings import Settings
+    from sensorlake.settings import LAKE_TOOL_SETTINGS, Settings
 
     src = p.add_mutually_exclusive_group()
     src.add_argument("-c", "--command", metavar="SQL", help="run these statements and print the last result")
@@ -470,7 +444,7 @@ def configure_parser(p) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write the result to FILE (required for parquet)")
     p.add_argument("--export", metavar="FILE.duckdb",
                    help="write a DuckDB database file holding the views (over this lake's absolute path)")
-    Settings.add_arguments(p, ["lake", "log_level"])
+    Settings.add_arguments(p, LAKE_TOOL_SETTINGS)
 
 
 def run(args) -> int:

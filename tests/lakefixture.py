@@ -1,6 +1,6 @@
 """A small but realistic Sensorlake lake, written with the real schemas, for tests without Flink.
 
-What :func:`build_lake` writes under ``root`` (the layout of DESIGN.md and pipelines/schemas.py):
+What :func:`build_lake` writes under ``root`` (the layout of sensorlake/lake.py):
 
 * ``raw/readings/date=/hour=/part-pPPP-cCCCCCCCC.parquet``: every distinct reading, in files per
   Kafka partition (2) and chunk of offsets, like ``WriteLakeChunks``;
@@ -42,9 +42,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.schemas import (RAW_READINGS, RAW_READINGS_DATASET, READINGS_1MIN, READINGS_1MIN_DATASET,
-                               REJECTED_READINGS, REJECTED_READINGS_DATASET, SENSOR_QUALITY,
-                               SENSOR_QUALITY_DATASET)
+from sensorlake.lake import (BY_NAME, RAW_READINGS_DATASET, READINGS_1MIN, READINGS_1MIN_DATASET,
+                             REJECTED_READINGS_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET, registry_version_of,
+                             registry_version_path)
 
 UTC = dt.timezone.utc
 MINUTE = dt.timedelta(minutes=1)
@@ -189,21 +189,21 @@ def _write(path: Path, table: pa.Table, mtime: dt.datetime) -> None:
     os.utime(path, (stamp, stamp))
 
 
-def write_chunk_files(root: Path, dataset: str, schema: pa.Schema, rows: list[dict], partition_of,
-                      chunk: int = RAW_CHUNK) -> int:
+def write_chunk_files(root: Path, dataset: str, rows: list[dict], chunk: int = RAW_CHUNK) -> int:
     """Files per (partition folder, Kafka partition, chunk of offsets), like WriteLakeChunks."""
+    ds = BY_NAME[dataset]
     groups: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for r in sorted(rows, key=lambda r: (r["kafka_partition"], r["kafka_offset"])):
-        groups[(partition_of(r), r["kafka_partition"], r["kafka_offset"] // chunk)].append(r)
+        groups[(ds.partition_of(r), r["kafka_partition"], r["kafka_offset"] // chunk)].append(r)
     for (part, p, c), group in groups.items():
-        table = pa.Table.from_pylist(group, schema=schema)
+        table = pa.Table.from_pylist(group, schema=ds.schema)
         last = max(r["ingest_time"] for r in group) + dt.timedelta(seconds=30)  # the flush
-        _write(root / dataset / part / f"part-p{p:03d}-c{c:09d}.parquet", table, last)
+        _write(Path(ds.chunk_file(str(root), part, p, c)), table, last)
     return len(groups)
 
 
 def write_minute_files(root: Path, dataset: str, table: pa.Table, shard: int = 0, threads: int = 2) -> int:
-    """One file per minute window, ``date=YYYY-MM-DD/part-HHMM-sSS.parquet``, as the pipeline does.
+    """One file per minute window (sensorlake.lake.Dataset.minute_file), as the pipeline does.
 
     Each file's modification time is its rows' newest ``emitted_at``. Returns the number of files.
     """
@@ -212,10 +212,10 @@ def write_minute_files(root: Path, dataset: str, table: pa.Table, shard: int = 0
     emitted = table["emitted_at"].cast(pa.int64()).to_numpy()
     cuts = np.flatnonzero(np.diff(starts)) + 1
     jobs = []
+    ds = BY_NAME[dataset]
     for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(starts)].tolist()):
-        ws = _at(int(starts[lo]))
-        folder = root / dataset / f"date={ws:%Y-%m-%d}"
-        jobs.append((folder / f"part-{ws:%H%M}-s{shard:02d}.parquet", lo, hi, int(emitted[lo:hi].max()) / 1000))
+        path = Path(ds.minute_file(str(root), int(starts[lo]), shard))
+        jobs.append((path, lo, hi, int(emitted[lo:hi].max()) / 1000))
     for folder in {j[0].parent for j in jobs}:
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -233,12 +233,14 @@ def write_day_files(root: Path, dataset: str, table: pa.Table) -> int:
     """One ``compacted-fixture-000.parquet`` per date, sorted by sensor and minute (compaction's layout)."""
     if table.num_rows == 0:
         return 0
+    ds = BY_NAME[dataset]
     table = table.sort_by([("window_start", "ascending"), ("sensor_id", "ascending")])
     days = pc.strftime(table["window_start"], format="%Y-%m-%d")
     n = 0
     for day in sorted(set(days.to_pylist())):
         part = table.filter(pc.equal(days, day)).sort_by([("sensor_id", "ascending"), ("window_start", "ascending")])
-        path = root / dataset / f"date={day}" / "compacted-fixture-000.parquet"
+        folder = ds.partition_path(part["window_start"][0].as_py())
+        path = root / dataset / folder / "compacted-fixture-000.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(part, path, compression="zstd", row_group_size=16384)
         mtime = pc.max(part["emitted_at"]).cast(pa.int64()).as_py() / 1000
@@ -315,9 +317,10 @@ def build_lake(root: str | Path, end: dt.datetime | None = None, hours: int = 50
     start = end - dt.timedelta(hours=hours)
     v1_since, v2_since = start - dt.timedelta(days=1), end - dt.timedelta(hours=20)
     reg_versions = [(v1_since, REGISTRY_V1), (v2_since, REGISTRY_V2)]
-    lake = FixtureLake(root, start, end, [(f"{t:%Y-%m-%dT%H-%M-%SZ}", reg) for t, reg in reg_versions])
-    for stamp, reg in lake.registry_versions:
-        path = root / "raw" / "sensors" / f"version={stamp}" / "sensors.json"
+    lake = FixtureLake(root, start, end, [(registry_version_of(registry_version_path(str(root), t)), reg)
+                                          for t, reg in reg_versions])
+    for (t, _), (stamp, reg) in zip(reg_versions, lake.registry_versions):
+        path = Path(registry_version_path(str(root), t))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(reg, indent=1))
 
@@ -339,12 +342,8 @@ def build_lake(root: str | Path, end: dt.datetime | None = None, hours: int = 50
         r["payload"] = json.dumps({"sensor_id": r["sensor_id"], "timestamp": r["event_time"].isoformat(),
                                    "value": r["value"], "seq": r["seq"],
                                    "metadata": {"unit": r["unit"], "type": r["type"]}}).encode()
-    lake.files[RAW_READINGS_DATASET] = write_chunk_files(
-        root, RAW_READINGS_DATASET, RAW_READINGS, readings,
-        lambda r: f"date={r['event_time'].date()}/hour={r['event_time'].hour:02d}", raw_chunk)
-    lake.files[REJECTED_READINGS_DATASET] = write_chunk_files(
-        root, REJECTED_READINGS_DATASET, REJECTED_READINGS, rejected,
-        lambda r: f"date={r['kafka_timestamp'].date()}", raw_chunk)
+    lake.files[RAW_READINGS_DATASET] = write_chunk_files(root, RAW_READINGS_DATASET, readings, raw_chunk)
+    lake.files[REJECTED_READINGS_DATASET] = write_chunk_files(root, REJECTED_READINGS_DATASET, rejected, raw_chunk)
     lake.rows_in_files[RAW_READINGS_DATASET] = len(readings)
     lake.rows_in_files[REJECTED_READINGS_DATASET] = len(rejected)
     for r in readings:

@@ -216,7 +216,7 @@ class Acker:
             if e.record.topic == self.main_topic:
                 forwarded += 1
             else:
-                m.dlq.inc_labels(e.record.dlq_reason or "unknown")
+                m.dlq.labels(e.record.dlq_reason or "unknown").inc()
         m.forwarded.inc(forwarded)
         acked, stale = self.session.ack_entries(ready)
         m.acked.inc(acked)
@@ -225,7 +225,7 @@ class Acker:
         if self.stalled:
             self.stalled = False
             m.kafka_stalled.set(0)
-            m.reconnects.inc_labels("kafka")
+            m.reconnects.labels("kafka").inc()
             log_event(log, logging.WARNING, "kafka confirming again; acks resumed")
         return acked
 
@@ -270,7 +270,7 @@ class Acker:
             action = self.classify(fut.exception)
             if action == RESTAMP:
                 e.record = self.builder.restamp(e.record)
-                self.metrics.ts_fallback.inc_labels("rejected_by_kafka")
+                self.metrics.ts_fallback.labels("rejected_by_kafka").inc()
             elif action == DLQ:
                 e.record = self.builder.to_dlq(e.record, _reason(fut.exception))
             e.future = self.send(e.record)

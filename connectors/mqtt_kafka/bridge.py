@@ -88,7 +88,7 @@ class Bridge:
         if not port:
             return
         try:
-            self.metrics_server = MetricsServer(port, self.metrics.render).start()
+            self.metrics_server = MetricsServer(port, self.metrics.registry).start()
         except OSError as exc:  # the data path matters more than the metrics endpoint
             log_event(log, logging.ERROR, "metrics endpoint not available", port=port, error=str(exc))
 
@@ -121,8 +121,9 @@ class Bridge:
         kafka_io.close_producer(self.producer, 0.5 if kafka_down else max(0.5, deadline - time.monotonic()))
         self._close_metrics()
         m = self.metrics
-        log_event(log, logging.INFO, "bridge stopped", received=m.received.value, forwarded=m.forwarded.value,
-                  acked=m.acked.value, left_unacked=left)
+        log_event(log, logging.INFO, "bridge stopped", received=m.sample("messages_received_total"),
+                  forwarded=m.sample("messages_forwarded_total"), acked=m.sample("mqtt_acks_total"),
+                  left_unacked=left)
 
     # ------------------------------------------------------------------ data path
     def _send(self, rec: Record) -> Any:
@@ -136,10 +137,10 @@ class Bridge:
         """MQTT network thread, once per PUBLISH. Never raises (a raise would stall paho)."""
         now = time.time()
         m = self.metrics
-        m.received.value += 1
+        m.received.inc()
         dup = msg.dup
         if dup:
-            m.duplicates.value += 1
+            m.duplicates.inc()
         topic = getattr(msg, "_topic", None)
         payload = msg.payload
         try:
@@ -152,7 +153,7 @@ class Bridge:
                          [("mqtt_topic", topic or b""), ("receive_ms", b"%d" % int(now * 1000))],
                          int(now * 1000), int(now * 1000))
         if rec.ts_fallback is not None:
-            m.ts_fallback.inc_labels(rec.ts_fallback)
+            m.ts_fallback.labels(rec.ts_fallback).inc()
         entry = Entry(msg.mid, msg.qos, self.session.gen if self.session else 0, rec, self._send(rec), now)
         self.window.put(entry)  # False when shutting down: then it stays unacked (redelivered)
 

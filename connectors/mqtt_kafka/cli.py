@@ -12,22 +12,15 @@ import logging
 import signal
 import sys
 
-from sensorlake.logs import configure_logging, log_event
-from sensorlake.settings import Settings, SettingsError
+from sensorlake.logs import configure_logging
+from sensorlake.settings import ROLE_SETTINGS, Settings, SettingsError
 
 PROG = "sensorlake bridge"
-BRIDGE_SETTINGS = [
-    "mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_bridge_user", "mqtt_bridge_password", "mqtt_tls_ca",
-    "mqtt_qos", "kafka_bootstrap", "kafka_topic", "kafka_dlq_topic", "kafka_partitions", "kafka_retention_ms",
-    "bridge_id", "bridge_client_id", "bridge_max_inflight", "bridge_max_payload_bytes", "bridge_metrics_port",
-    "bridge_session_expiry_s", "log_level",
-]
-
 log = logging.getLogger("connectors.mqtt_kafka")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    Settings.add_arguments(parser, BRIDGE_SETTINGS)
+    Settings.add_arguments(parser, ROLE_SETTINGS["bridge"])
 
 
 def validate(settings: Settings) -> None:

@@ -24,7 +24,7 @@ from sensorlake.settings import Settings
 
 
 def reading(sensor: str, seq: int, now: float, form: int) -> bytes:
-    """A contract reading; ``form`` cycles through the timestamp forms of DESIGN.md."""
+    """A contract reading; ``form`` cycles through the timestamp forms of docs/design.md."""
     dt = datetime.fromtimestamp(now, timezone.utc)
     if form == 0:
         ts: object = dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

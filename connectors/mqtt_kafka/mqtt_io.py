@@ -333,7 +333,7 @@ class MqttSession:
         self._connects += 1
         self.metrics.mqtt_connected.set(1)
         if self._connects > 1:
-            self.metrics.reconnects.inc_labels("mqtt")
+            self.metrics.reconnects.labels("mqtt").inc()
         log_event(log, logging.INFO if self._connects == 1 else logging.WARNING, "mqtt connected",
                   broker=f"{self.settings.mqtt_host}:{self.settings.mqtt_port}", client_id=self.client_id,
                   session_present=bool(flags.session_present), topics=self.topic_filter)

@@ -18,20 +18,23 @@ the earliest and latest event in them. Quality over the last 24 hours is read th
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from sensorlake import lake as layout
 from sensorlake import sql
+from sensorlake.lake import Dataset
+from sensorlake.quality import Thresholds
 from sensorlake.registry import RegistryError, parse_registry
 from sensorlake.settings import Settings
 
 UTC = dt.timezone.utc
-CATALOG_DIR = "_catalog"
+CATALOG_DIR = layout.CATALOG_DIR
 PACKAGE_PROFILE = "https://datapackage.org/profiles/2.0/datapackage.json"
 RESOURCE_PROFILE = "https://datapackage.org/profiles/2.0/dataresource.json"
 TABLE_PROFILE = "https://datapackage.org/profiles/2.0/tableschema.json"
@@ -44,25 +47,8 @@ class CatalogError(Exception):
     """The catalogue cannot be built or is invalid (one line for the user)."""
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    title: str
-    time_column: str | None        # the event time that coverage and freshness are measured on
-    latest_column: str | None      # newest instant the data covers (window_end for windows)
-    primary_key: tuple[str, ...]
-    monitored: bool                # freshness thresholds apply (rejected/: no news is good news)
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "readings": DatasetInfo("Raw readings (bronze)", "event_time", "event_time",
-                            ("kafka_partition", "kafka_offset"), True),
-    "readings_1min": DatasetInfo("1-minute readings per sensor (silver)", "window_start", "window_end",
-                                 ("sensor_id", "window_start"), True),
-    "sensor_quality": DatasetInfo("Sensor quality per minute", "window_start", "window_end",
-                                  ("sensor_id", "window_start"), True),
-    "rejected": DatasetInfo("Rejected payloads (dead letters)", "kafka_timestamp", "kafka_timestamp",
-                            ("kafka_partition", "kafka_offset"), False),
-}
+# The lake's datasets by view name (titles, time columns and keys come from sensorlake.lake).
+DATASETS: dict[str, Dataset] = {ds.view: ds for ds in layout.DATASETS}
 
 # Units of columns whose meaning has one (value-like columns are in the sensor's own unit).
 UNITS: dict[str, str] = {
@@ -110,17 +96,17 @@ def _field(name: str, type_: dict[str, str], description: str, required: bool, u
     return f
 
 
-def table_schema(view: sql.LakeView, info: DatasetInfo) -> dict:
+def table_schema(ds: Dataset) -> dict:
     fields = []
-    for f in view.schema:
+    for f in ds.schema:
         desc = (f.metadata or {}).get(b"description", b"").decode()
         unit = _TS_UNIT if pa.types.is_timestamp(f.type) else UNITS.get(f.name)
         fields.append(_field(f.name, _field_type(f.type), desc, not f.nullable, unit))
-    for key, duck_type in view.partitions:
+    for key, duck_type in ds.partition_keys:
         fields.append(_field(key, {"type": "date" if duck_type == "DATE" else "integer"},
                              "Hive partition (folder name); filter on it so queries read fewer files.", True,
                              "UTC date" if key == "date" else "UTC hour 0..23"))
-    return {"$schema": TABLE_PROFILE, "fields": fields, "primaryKey": list(info.primary_key)}
+    return {"$schema": TABLE_PROFILE, "fields": fields, "primaryKey": list(ds.unique_key)}
 
 
 def sensors_schema() -> dict:
@@ -169,7 +155,7 @@ def sample_queries(view: str, sensor: str) -> list[dict[str, str]]:
     return [{"title": t, "sql": q} for t, q in samples[view]]
 
 
-def _freshness(latest: dt.datetime | None, now: dt.datetime, info: DatasetInfo, s: Settings) -> dict:
+def _freshness(latest: dt.datetime | None, now: dt.datetime, info: Dataset, s: Settings) -> dict:
     age = (now - latest).total_seconds() if latest else None
     if not info.monitored:
         status = "not monitored"
@@ -186,25 +172,9 @@ def _freshness(latest: dt.datetime | None, now: dt.datetime, info: DatasetInfo, 
             "errorAfterSeconds": s.freshness_error_s if info.monitored else None, "status": status}
 
 
-def _thresholds(s: Settings) -> dict[str, float]:
-    return {"okCompleteness": getattr(s, "quality_ok_completeness", 0.95),
-            "okRangeValidity": getattr(s, "quality_ok_validity", 0.99),
-            "badCompleteness": getattr(s, "quality_bad_completeness", 0.5),
-            "badRangeValidity": getattr(s, "quality_bad_validity", 0.9)}
-
-
-def sensor_status(received: int, completeness: float | None, validity: float | None, registered: bool,
-                  thresholds: dict[str, float]) -> str:
-    """DESIGN.md's per-minute rule, applied to a sensor's totals over the window."""
-    if not registered:
-        return "unregistered"
-    if received == 0:
-        return "missing"
-    if completeness < thresholds["badCompleteness"] or validity < thresholds["badRangeValidity"]:
-        return "bad"
-    if completeness >= thresholds["okCompleteness"] and validity >= thresholds["okRangeValidity"]:
-        return "ok"
-    return "degraded"
+def _thresholds(t: Thresholds) -> dict[str, float]:
+    return {"okCompleteness": t.ok_completeness, "okRangeValidity": t.ok_validity,
+            "badCompleteness": t.bad_completeness, "badRangeValidity": t.bad_validity}
 
 
 class _Builder:
@@ -223,40 +193,38 @@ class _Builder:
         return table.to_pylist()
 
     # ------------------------------------------------------------------ datasets
-    def resource(self, view: sql.LakeView, sensor: str) -> dict:
-        info = DATASETS[view.name]
-        base = self.lake / view.dataset
-        files, size, partitions = sql.stored_files(base)
+    def resource(self, ds: Dataset, sensor: str) -> dict:
+        files, size, partitions = sql.stored_files(self.lake / ds.name)
         stats = {"rows": 0, "earliest": None, "latest": None}
         if files:
-            glob = sql._literal(view.glob(str(self.lake)))
+            glob = sql._literal(ds.glob(str(self.lake)))
             stats = self.rows(
-                f"SELECT count(*) AS rows, min({info.time_column}) AS earliest, max({info.latest_column}) AS latest "
+                f"SELECT count(*) AS rows, min({ds.time_column}) AS earliest, max({ds.latest_column}) AS latest "
                 f"FROM read_parquet({glob}, hive_partitioning = false)")[0]
-        keys = [{"name": k, "type": "date" if t == "DATE" else "integer"} for k, t in view.partitions]
+        keys = [{"name": k, "type": "date" if t == "DATE" else "integer"} for k, t in ds.partition_keys]
         return {
             "$schema": RESOURCE_PROFILE,
-            "name": view.name,
-            "title": info.title,
-            "description": view.description,
+            "name": ds.view,
+            "title": ds.title,
+            "description": ds.description,
             "type": "table",
-            "path": view.dataset + "/",
+            "path": ds.name + "/",
             "format": "parquet",
             "mediatype": "application/vnd.apache.parquet",
             "bytes": size,
-            "schema": table_schema(view, info),
-            "sensorlake:view": view.name,
+            "schema": table_schema(ds),
+            "sensorlake:view": ds.view,
             "sensorlake:owner": self.owner(),
             "sensorlake:partitioning": {"style": "hive", "keys": keys,
-                                        "glob": f"{view.dataset}/{'/'.join(k + '=*' for k, _ in view.partitions)}/*.parquet",
+                                        "glob": ds.glob("").lstrip("/"),
                                         "files": files, "partitions": partitions},
             "sensorlake:rows": stats["rows"],
-            "sensorlake:coverage": {"column": info.time_column if info.time_column == info.latest_column
-                                    else f"{info.time_column}..{info.latest_column}",
+            "sensorlake:coverage": {"column": ds.time_column if ds.time_column == ds.latest_column
+                                    else f"{ds.time_column}..{ds.latest_column}",
                                     "earliest": _iso(stats["earliest"]),
                                     "latest": _iso(stats["latest"])},
-            "sensorlake:freshness": _freshness(stats["latest"], self.now, info, self.settings),
-            "sensorlake:sampleQueries": sample_queries(view.name, sensor),
+            "sensorlake:freshness": _freshness(stats["latest"], self.now, ds, self.settings),
+            "sensorlake:sampleQueries": sample_queries(ds.view, sensor),
         }
 
     def owner(self) -> dict[str, str]:
@@ -264,10 +232,10 @@ class _Builder:
 
     # ------------------------------------------------------------------ registry
     def registry(self) -> tuple[dict, dict]:
-        base = self.lake / sql.REGISTRY_DIR
+        stored = sorted(Path(p) for p in glob.glob(layout.registry_glob(str(self.lake))))
         versions = []
-        for path in sorted(base.glob("version=*/sensors.json")):
-            entry: dict[str, Any] = {"version": path.parent.name[len("version="):],
+        for path in stored:
+            entry: dict[str, Any] = {"version": layout.registry_version_of(path),
                                      "path": path.relative_to(self.lake).as_posix()}
             try:
                 entry["sensorIds"] = sorted(parse_registry(path.read_bytes()))
@@ -276,14 +244,14 @@ class _Builder:
                 entry["error"] = str(exc)
             versions.append(entry)
         sensors = self.rows("SELECT * FROM sensors ORDER BY sensor_id")
-        size = sum(p.stat().st_size for p in base.glob("version=*/sensors.json")) if base.is_dir() else 0
+        size = sum(p.stat().st_size for p in stored)
         first = sensors[0]["sensor_id"] if sensors else "1"
         resource = {
             "$schema": RESOURCE_PROFILE,
             "name": "sensors",
             "title": "Sensor registry",
             "description": sql.SENSORS_VIEW_DESCRIPTION + " Every version is kept; the view shows the newest.",
-            "path": versions[-1]["path"] if versions else sql.REGISTRY_DIR + "/",
+            "path": versions[-1]["path"] if versions else layout.REGISTRY_DIR + "/",
             "format": "json",
             "mediatype": "application/json",
             "bytes": size,
@@ -291,7 +259,7 @@ class _Builder:
             "sensorlake:view": "sensors",
             "sensorlake:owner": self.owner(),
             "sensorlake:partitioning": {"style": "hive", "keys": [{"name": "version", "type": "string"}],
-                                        "glob": f"{sql.REGISTRY_DIR}/version=*/sensors.json",
+                                        "glob": layout.registry_glob("").lstrip("/"),
                                         "files": len(versions), "partitions": len(versions)},
             "sensorlake:rows": len(sensors),
             "sensorlake:coverage": {"column": "registry_version",
@@ -333,7 +301,7 @@ class _Builder:
             return out
 
         mean_series, comp_series = series(means, "mean"), series(comps, "completeness")
-        thresholds = _thresholds(self.settings)
+        thresholds = Thresholds.from_settings(self.settings)
         registered = {s["sensor_id"]: s for s in registry_sensors}
         sensors = []
         for sid in sorted(set(registered) | set(totals), key=lambda x: (len(x), x)):
@@ -359,7 +327,7 @@ class _Builder:
                 for st in t["statuses"]:
                     counts[st] = counts.get(st, 0) + 1
                 entry.update({
-                    "status": sensor_status(received, comp, validity, is_reg, thresholds),
+                    "status": thresholds.status(received, comp, validity, is_reg),
                     "lastStatus": t["last_status"], "minutes": int(t["minutes"]), "received": received,
                     "expected": expected, "completeness": None if comp is None else round(comp, 4),
                     "rangeValidity": None if validity is None else round(validity, 4),
@@ -370,7 +338,7 @@ class _Builder:
                                "completeness": comp_series.get(sid, [None] * minutes)}
             sensors.append(entry)
         return {"window": {"start": _iso(start), "end": _iso(end), "stepSeconds": 60, "points": minutes},
-                "thresholds": thresholds, "sensors": sensors}
+                "thresholds": _thresholds(thresholds), "sensors": sensors}
 
 
 def build_catalog(lake: str, settings: Settings | None = None, now: dt.datetime | None = None) -> dict:

@@ -20,13 +20,12 @@ examples:
 
 
 def configure_parser(p) -> None:
-    from sensorlake.settings import Settings
+    from sensorlake.settings import ROLE_SETTINGS, Settings
 
     p.add_argument("action", choices=["build", "serve"], help="build once, or serve and rebuild periodically")
     p.add_argument("--interval", type=float, default=None,
                    help="serve: seconds between rebuilds [env SENSORLAKE_CATALOG_INTERVAL_S, default 60]")
-    Settings.add_arguments(p, ["lake", "catalog_host", "catalog_port", "freshness_warn_s", "freshness_error_s",
-                               "data_owner", "data_contact", "log_level"])
+    Settings.add_arguments(p, ROLE_SETTINGS["catalog"])
 
 
 def run(args) -> int:

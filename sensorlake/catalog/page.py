@@ -174,7 +174,7 @@ def _sensors_section(quality: dict) -> str:
     return f"""
 <h2 id="sensor-quality">Sensors: quality over the last 24 hours</h2>
 <p class="muted">Window {_e(quality['window']['start'])} to {_e(quality['window']['end'])}, one point per minute.
-Badge: the DESIGN rule on the 24-hour totals (ok: completeness &ge; {t['okCompleteness']} and range validity &ge;
+Badge: the per-minute status rule applied to the 24-hour totals (ok: completeness &ge; {t['okCompleteness']} and range validity &ge;
 {t['okRangeValidity']}; bad: completeness &lt; {t['badCompleteness']} or validity &lt; {t['badRangeValidity']};
 missing: nothing received). The last-minute status is under "last seen".</p>
 <p><input type="search" id="sensor-filter" placeholder="Filter sensors" aria-label="Filter sensors"></p>

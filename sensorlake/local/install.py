@@ -10,10 +10,12 @@ Each part is complete when its marker file exists, so an interrupted install res
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,18 +70,64 @@ def _run(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
         raise InstallError(f"{what} failed (exit {proc.returncode}); log: {log}\n{tail}")
 
 
-def ensure_mosquitto() -> str:
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if path and shutil.which("mosquitto_passwd") and shutil.which("mosquitto_sub"):
-        return path
+# Held (fcntl) by a running apt-get, apt, unattended-upgrades or dpkg.
+APT_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock",
+             "/var/cache/apt/archives/lock")
+APT_LOCK_WAIT_S = 600.0
+_apt_updated = False
+
+
+def _apt_lock_held() -> str | None:
+    """The first apt/dpkg lock another process holds, or None."""
+    for path in APT_LOCKS:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        except OSError:
+            return path
+        finally:
+            os.close(fd)
+    return None
+
+
+def apt_install(packages: list[str], why: str, wait_s: float = APT_LOCK_WAIT_S) -> None:
+    """apt-get install, as root; waits (bounded, saying so) while another apt or dpkg holds the lock."""
+    global _apt_updated
     if os.geteuid() != 0:
-        raise InstallError("mosquitto is not installed: run `sudo apt-get install -y mosquitto mosquitto-clients`")
-    _say("installing mosquitto and mosquitto-clients (apt-get)")
+        raise InstallError(f"{why} needs {' '.join(packages)}: run `sudo apt-get install -y {' '.join(packages)}`")
+    deadline = time.monotonic() + wait_s
+    held = _apt_lock_held()
+    if held:
+        _say(f"waiting for another apt/dpkg to finish ({held} is locked; up to {wait_s:.0f} s)")
+    while held and time.monotonic() < deadline:
+        time.sleep(2)
+        held = _apt_lock_held()
+    if held:
+        raise InstallError(f"apt is still busy after {wait_s:.0f} s ({held} is locked by another process); "
+                           f"run this again when it has finished")
+    # The lock can be taken again between our check and apt's: apt then waits for it too.
+    wait = ["-o", f"DPkg::Lock::Timeout={max(1, int(deadline - time.monotonic()))}"]
     log = Path("/tmp/sensorlake-apt.log")
-    _run(["apt-get", "update", "-q"], log, "apt-get update")
-    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto", "mosquitto-clients"], log,
-         "apt-get install mosquitto mosquitto-clients", env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    return "/usr/sbin/mosquitto"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _say(f"installing {' '.join(packages)} (apt-get) for {why}")
+    if not _apt_updated:
+        _run(["apt-get", *wait, "update", "-q"], log, "apt-get update", env=env)
+        _apt_updated = True
+    _run(["apt-get", *wait, "install", "-y", "-q", *packages], log, f"apt-get install {' '.join(packages)}", env=env)
+
+
+def ensure_mosquitto() -> str:
+    """The broker, mosquitto_passwd (the start script hashes passwords with it) and the command-line
+    clients (mosquitto_sub/pub: for watching readings, and the tests use them)."""
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if path and all(shutil.which(c) for c in ("mosquitto_passwd", "mosquitto_sub", "mosquitto_pub")):
+        return path
+    apt_install(["mosquitto", "mosquitto-clients"], "the MQTT broker")
+    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def ensure_flink(paths: Paths) -> Path:

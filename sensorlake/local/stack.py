@@ -14,14 +14,16 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from dotenv import dotenv_values
 
 from sensorlake import runtime, services
 from sensorlake.local.install import Paths, ensure_mosquitto
 from sensorlake.services import Layout, Role
-from sensorlake.settings import Settings, read_env_file
+from sensorlake.settings import Settings
 
 Ready = Callable[[], bool]
 
@@ -32,8 +34,8 @@ def isolated_settings(home: Path, port_offset: int, **overrides) -> Settings:
     integration tests (+10000) and the benchmarks (+40000) run their stacks this way."""
     base = Settings.load(env={k: v for k, v in os.environ.items() if k == "SENSORLAKE_CACHE"})
     off = port_offset
-    return replace(
-        base, home=str(home), lake=str(Path(home) / "lake"), mqtt_port=1883 + off,
+    return base.replace(
+        home=str(home), lake=str(Path(home) / "lake"), mqtt_port=1883 + off,
         kafka_bootstrap=f"127.0.0.1:{9092 + off}", kafka_controller_port=9093 + off,
         flink_rest_port=8081 + off, flink_rpc_port=6123 + off, job_server_port=8099 + off,
         artifact_port=8098 + off, expansion_port=8097 + off, log_level="WARNING", **overrides)
@@ -41,6 +43,15 @@ def isolated_settings(home: Path, port_offset: int, **overrides) -> Settings:
 
 class StackError(RuntimeError):
     """A service could not be started; the message names it and its log."""
+
+
+def _absolute(settings: Settings) -> Settings:
+    """Relative paths resolved against where the command runs, not where a service runs (its cwd is
+    the state folder): `make up` from the repository writes the lake to ./data, where `sensorlake
+    sql` and `sensorlake catalog` look by default."""
+    local = {k: str(Path(getattr(settings, k)).expanduser().resolve())
+             for k in ("lake", "registry", "home", "cache") if "://" not in getattr(settings, k)}
+    return settings.replace(**local)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -84,7 +95,7 @@ class LocalStack:
 
     def __init__(self, settings: Settings, paths: Paths | None = None):
         self.home = Path(settings.home).resolve()
-        self.settings = self._with_credentials(settings)
+        self.settings = self._with_credentials(_absolute(settings))
         self.paths = paths or Paths(Path(settings.cache).expanduser())
         self.layout = Layout(
             flink_home=self.paths.flink_home,
@@ -109,13 +120,13 @@ class LocalStack:
                 f"SENSORLAKE_MQTT_GENERATOR_PASSWORD={secrets.token_urlsafe(18)}\n"
                 f"SENSORLAKE_MQTT_BRIDGE_PASSWORD={secrets.token_urlsafe(18)}\n")
             cred_file.chmod(0o600)
-        creds = read_env_file(cred_file)
+        creds = dotenv_values(cred_file)
         overrides = {}
         if not settings.mqtt_generator_password:
             overrides["mqtt_generator_password"] = creds["SENSORLAKE_MQTT_GENERATOR_PASSWORD"]
         if not settings.mqtt_bridge_password:
             overrides["mqtt_bridge_password"] = creds["SENSORLAKE_MQTT_BRIDGE_PASSWORD"]
-        return replace(settings, **overrides)
+        return settings.replace(**overrides)
 
     # ------------------------------------------------------------------ layout
     def _dir(self, *parts: str) -> Path:
@@ -156,8 +167,7 @@ class LocalStack:
 
         flink = dict(env=lambda: services.flink_env(self.layout), prepare=self._flink_prepare)
         return [
-            svc("mosquitto", self._mosquitto_cmd,
-                env=lambda: services.settings_env(services.MQTT_BROKER_SETTINGS, s)),
+            svc("mosquitto", self._mosquitto_cmd, env=lambda: s.as_env(by["mosquitto"].settings)),
             svc("kafka", self._kafka_cmd, prepare=self._kafka_prepare),
             svc("flink-jobmanager", runtime("jobmanager"), **flink),
             svc("flink-taskmanager", runtime("taskmanager"), **flink),
@@ -174,7 +184,7 @@ class LocalStack:
                 name, role.port_numbers(s),
                 (lambda r=role: [*services.entry_point(), *r.local_argv(self.home)]),
                 self._ready(role),
-                env=lambda: s.as_env(),  # the same settings names the services read in compose
+                env=(lambda r=role: s.as_env(r.settings)),  # exactly what compose gives the service
                 timeout=role.timeout))
         return out
 
@@ -250,13 +260,27 @@ class LocalStack:
             time.sleep(0.2)
         self.pid_path(name).unlink(missing_ok=True)
 
+    def needs(self, names: list[str]) -> list[str]:
+        """The named services and everything they wait for (docker-compose's depends_on), in start order."""
+        wanted: set[str] = set()
+
+        def visit(role: Role) -> None:
+            for dep, _ in role.after:
+                visit(services.BY_NAME[dep])
+            if role.local:
+                wanted.add(role.local)
+
+        for name in names:
+            if name not in self.services:
+                raise StackError(f"no service {name!r}; choose from {', '.join(self.ORDER + self.APPS)}")
+            visit(services.BY_LOCAL[name])
+        return [n for n in self.ORDER + self.APPS if n in wanted]
+
     def up(self, names: list[str] | None = None, progress: Callable[[str], None] = lambda m: None,
            with_apps: bool = False) -> None:
-        apps = []
-        if with_apps and not names:
-            built = services.cli_commands()  # an app whose command is not built yet is left out
-            apps = [a for a in self.APPS if services.BY_LOCAL[a].argv[0] in built]
-        for name in names or (self.ORDER + apps):
+        """Starts the named services and what they need; by default every runtime (and the apps)."""
+        order = self.needs(names) if names else self.ORDER + (self.APPS if with_apps else [])
+        for name in order:
             already = self.pid(name) is not None
             progress(f"{name}: {'already running' if already else 'starting'}")
             self.start(name)

@@ -6,13 +6,13 @@ import json
 import time
 import urllib.request
 import uuid
-from dataclasses import replace
 
 import duckdb
 import pytest
 from kafka import KafkaProducer
 
-from pipelines import flink_rest, proof
+from pipelines import proof
+from sensorlake import flink_rest
 from tests.integration.procs import create_topic
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def _jobs(rest: str) -> list[dict]:
 
 
 def test_kafka_to_parquet_through_beam_on_flink(stack, tmp_path):
-    settings = replace(stack.settings, lake=str(tmp_path / "lake"))
+    settings = stack.settings.replace(lake=str(tmp_path / "lake"))
     topic = f"proof-{uuid.uuid4().hex[:8]}"
     create_topic(settings, topic, 3)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")

@@ -10,13 +10,13 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import replace
 
 import duckdb
 import pytest
 from kafka import KafkaProducer
 
-from pipelines import flink_rest, main
+from pipelines import main
+from sensorlake import flink_rest
 from tests.integration.procs import create_topic
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def _tick(settings, stop: threading.Event) -> None:
 
 
 def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
-    settings = replace(stack.settings, lake=str(tmp_path / "lake"), kafka_topic=f"readings-{uuid.uuid4().hex[:8]}")
+    settings = stack.settings.replace(lake=str(tmp_path / "lake"), kafka_topic=f"readings-{uuid.uuid4().hex[:8]}")
     create_topic(settings, settings.kafka_topic, 3)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     t0 = int(time.time() * 1000) - 600_000

@@ -20,15 +20,15 @@ import shutil
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import duckdb
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from pipelines import flink_rest, main
-from pipelines.quality import Thresholds
+from pipelines import main
+from sensorlake import flink_rest
+from sensorlake.quality import Thresholds
 from sensorlake.registry import load_registry
 from tests.integration.procs import BridgeProc, GeneratorProc, wait_for
 
@@ -72,7 +72,7 @@ def bridge(stack, tmp_path):
 def test_generator_to_quality_rows_on_flink(stack, bridge, tmp_path):
     registry = tmp_path / "sensors.json"
     shutil.copy(stack.settings.registry, registry)
-    settings = replace(stack.settings, lake=str(tmp_path / "lake"), kafka_topic=bridge.topic,
+    settings = stack.settings.replace(lake=str(tmp_path / "lake"), kafka_topic=bridge.topic,
                        registry=str(registry), registry_refresh_s=3)
     lake = settings.lake
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
@@ -193,7 +193,7 @@ def test_generator_to_quality_rows_on_flink(stack, bridge, tmp_path):
 
 def test_backfill_two_days_ago_lands_in_its_windows(stack, bridge, tmp_path):
     """Readings stamped two days ago, published now, are windowed two days ago, not dropped as late."""
-    settings = replace(stack.settings, lake=str(tmp_path / "lake"), kafka_topic=bridge.topic)
+    settings = stack.settings.replace(lake=str(tmp_path / "lake"), kafka_topic=bridge.topic)
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
     gen = GeneratorProc(settings, bridge.prefix, tmp_path, "--start-time", t0.isoformat(), "--keep-intervals",
                         "--rate", "200", "--count", str(3 * 60 * len(SENSORS)), "--seed", "7")

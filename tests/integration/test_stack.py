@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import replace
 
 import psutil
 import pytest
@@ -58,7 +57,7 @@ def test_taken_port_is_named_in_the_error(stack, tmp_path):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
         port = blocker.getsockname()[1]
-        other = LocalStack(replace(stack.settings, home=str(tmp_path / "other"), mqtt_port=port), stack.paths)
+        other = LocalStack(stack.settings.replace(home=str(tmp_path / "other"), mqtt_port=port), stack.paths)
         with pytest.raises(StackError, match=f"port {port}"):
             other.start("mosquitto")
         assert other.pid("mosquitto") is None
@@ -66,7 +65,7 @@ def test_taken_port_is_named_in_the_error(stack, tmp_path):
 
 def test_down_stops_what_up_started_and_frees_ports(stack, tmp_path):
     s = stack.settings
-    small = LocalStack(replace(s, home=str(tmp_path / "small"), mqtt_port=s.mqtt_port + 100,
+    small = LocalStack(s.replace(home=str(tmp_path / "small"), mqtt_port=s.mqtt_port + 100,
                                kafka_bootstrap=f"127.0.0.1:{s.kafka_bootstrap_port + 100}",
                                kafka_controller_port=s.kafka_controller_port + 100), stack.paths)
     small.up(["mosquitto", "kafka"])

@@ -16,14 +16,14 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import replace
 
 import duckdb
 import paho.mqtt.client as mqtt
 import pytest
 from kafka import KafkaConsumer
 
-from pipelines import flink_rest, main
+from pipelines import main
+from sensorlake import flink_rest
 from pipelines.parsing import Rejection, parse_reading
 from sensorlake.registry import load_registry
 from tests.conftest import fresh_taskmanager
@@ -99,7 +99,7 @@ def bridge(stack, tmp_path):
 
 
 def test_bad_payloads_are_rejected_with_reasons_and_nothing_goes_down(stack, bridge, tmp_path, capsys):
-    settings = replace(stack.settings, lake=str(tmp_path / "lake"), kafka_topic=bridge.topic,
+    settings = stack.settings.replace(lake=str(tmp_path / "lake"), kafka_topic=bridge.topic,
                        kafka_dlq_topic=bridge.dlq)
     name = f"sensorlake-fuzz-{uuid.uuid4().hex[:6]}"
     job = main.run(["--flush-seconds", "3", "--job-name", name, "--group-id", bridge.topic], settings=settings)

@@ -22,13 +22,13 @@ import signal
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import replace
 
 import duckdb
 import pytest
 from kafka import KafkaProducer
 
-from pipelines import flink_rest, main
+from pipelines import main
+from sensorlake import flink_rest
 from tests.conftest import fresh_taskmanager
 from tests.integration.procs import BridgeProc, GeneratorProc, wait_for
 
@@ -50,7 +50,7 @@ class LiveRun:
         self.stack = stack
         self.tmp = tmp_path
         self.bridge = BridgeProc(stack.settings, tmp_path).start()
-        self.settings = replace(stack.settings, lake=str(tmp_path / "lake"), kafka_topic=self.bridge.topic)
+        self.settings = stack.settings.replace(lake=str(tmp_path / "lake"), kafka_topic=self.bridge.topic)
         self.name = f"sensorlake-rel-{uuid.uuid4().hex[:6]}"
         self.raw = f"read_parquet('{self.settings.lake}/raw/readings/**/*.parquet')"
         self.job = None

@@ -53,7 +53,7 @@ def test_messages_enter_the_window_in_arrival_order_unchanged(bridge):
     assert [e.mid for e in entries] == [1, 2, 3] and all(e.gen == 3 and e.qos == 1 for e in entries)
     assert [s[2] for s in bridge.producer.sent] == payloads
     assert [s[4] for s in bridge.producer.sent] == [1795885200123, 1795885200124, 1795885200125]
-    assert bridge.metrics.received.value == 3 and bridge.metrics.duplicates.value == 1
+    assert bridge.metrics.sample("messages_received_total") == 3 and bridge.metrics.sample("messages_duplicate_total") == 1
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00\xff", b"{", b"null", b'{"timestamp": "x"}', b"z" * 101])
@@ -84,8 +84,8 @@ def test_a_bug_in_record_building_still_forwards_the_payload(bridge, monkeypatch
 def test_fallback_timestamps_are_counted(bridge):
     bridge._on_message(None, None, message(1, b"sensors/1", b'{"timestamp": 99999999999999}'))
     bridge._on_message(None, None, message(2, b"sensors/1", b"no time"))
-    assert bridge.metrics.ts_fallback.get("future") == 1
-    assert bridge.metrics.ts_fallback.get("no_timestamp") == 1
+    assert bridge.metrics.sample("timestamp_fallbacks_total", reason="future") == 1
+    assert bridge.metrics.sample("timestamp_fallbacks_total", reason="no_timestamp") == 1
 
 
 def test_parser_exposes_the_bridge_settings():

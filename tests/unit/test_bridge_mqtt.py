@@ -127,7 +127,7 @@ def test_session_acks_only_the_current_connection(session):
     assert session.ack_entries([Entry(5, 1, g1, None, None, 0)]) == (0, 1)  # previous connection
     assert session.ack_entries([Entry(6, 1, session.gen, None, None, 0)]) == (1, 0)
     assert session.client.acks == [1, 3, 6]
-    assert session.metrics.reconnects.get("mqtt") == 1
+    assert session.metrics.sample("reconnects_total", target="mqtt") == 1
 
 
 def test_session_bad_credentials_are_fatal_once(session):
@@ -142,9 +142,7 @@ def test_refused_subscription_is_fatal(session):
 
 
 def test_check_credentials_ignores_an_unreachable_broker():
-    from dataclasses import replace
-
-    s = replace(Settings.load(env={}), mqtt_port=1)  # nothing listens on port 1
+    s = Settings.load(env={}).replace(mqtt_port=1)  # nothing listens on port 1
     mqtt_io.check_credentials(s, timeout=1)  # no exception: the session retries with backoff
 
 

@@ -4,7 +4,6 @@ index.html opens in headless Chromium without console errors, showing every data
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
 import json
 import re
@@ -186,7 +185,7 @@ def test_page_in_headless_chromium(built):
 
 def test_serve_builds_serves_and_rebuilds(tmp_path):
     lake = past_lake(tmp_path / "lake", hours=2)
-    settings = dataclasses.replace(Settings.load(env={}), lake=str(lake.root))
+    settings = Settings.load(env={}).replace(lake=str(lake.root))
     server = CatalogServer(settings, interval=0.5, port=0)
     host, port = server.start()
     try:

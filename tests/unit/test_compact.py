@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.schemas import (RAW_READINGS_DATASET, READINGS_1MIN, READINGS_1MIN_DATASET, REJECTED_READINGS_DATASET,
+from sensorlake.lake import (RAW_READINGS_DATASET, READINGS_1MIN, READINGS_1MIN_DATASET, REJECTED_READINGS_DATASET,
                                SENSOR_QUALITY_DATASET)
 from sensorlake import cli, compact as compaction, sql
 from sensorlake.compact import CompactionError, Compactor, compact, parse_duration

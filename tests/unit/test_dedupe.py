@@ -18,7 +18,7 @@ T0 = dt.datetime(2026, 11, 28, 17, 0, tzinfo=dt.timezone.utc)
 
 def _rec(offset, sensor, seq, second=0, dataset="raw/readings"):
     row = {"sensor_id": sensor, "seq": seq, "event_time": T0 + dt.timedelta(seconds=second)}
-    return LakeRecord(0, offset, dataset, "date=2026-11-28/hour=17", row)
+    return LakeRecord(0, offset, dataset, row)
 
 
 def test_seq_ranges_merge_and_detect_repeats():
@@ -36,7 +36,7 @@ def test_duplicates_become_unwritten_records(with_seq):
         _rec(2, "2", 0 if with_seq else None, 0),
         _rec(3, "1", 0 if with_seq else None, 0),  # redelivered copy of offset 0
         _rec(4, "1", 1 if with_seq else None, 1),  # and of offset 1
-        LakeRecord(0, 5, "rejected/readings", "date=2026-11-28", {"payload": b"x"}),
+        LakeRecord(0, 5, "rejected/readings", {"payload": b"x"}),
     ]
     with TestPipeline() as p:
         out = p | beam.Create(recs) | DedupeReadings("raw/readings")

@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.kafka_io import KafkaRecord
 from pipelines.parsing import (REASON_CODES, ParseReadings, Reading, Rejection, ms_to_datetime,
                                parse_reading)
-from pipelines.schemas import RAW_READINGS, REJECTED_READINGS, SCHEMAS
+from sensorlake.lake import BY_NAME, RAW_READINGS, REJECTED_READINGS, SCHEMAS
 from pipelines.windows import Observation
 from sensorlake.registry import parse_registry
 
@@ -217,7 +217,7 @@ def test_dofn_routes_records_and_tags_readings():
     with BeamPipeline() as p:
         out = _apply(p)
         assert_that(out.lake | "where" >> beam.Map(
-            lambda r: (r.kafka_partition, r.kafka_offset, r.dataset, r.partition_path,
+            lambda r: (r.kafka_partition, r.kafka_offset, r.dataset, BY_NAME[r.dataset].partition_of(r.row),
                        r.row.get("reason_code"), r.row.get("mqtt_topic"))),
             equal_to([
                 (0, 10, "raw/readings", "date=2026-11-28/hour=17", None, "sensors/1"),

@@ -10,24 +10,25 @@ import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipelines.parsing import ms_to_datetime
-
-from pipelines.schemas import READINGS_1MIN, READINGS_1MIN_DATASET
-from pipelines.sinks import (LakeRecord, WriteLakeChunks, WriteWindowFiles, window_file,
-                             write_parquet_atomically)
+from pipelines.sinks import LakeRecord, WriteLakeChunks, WriteWindowFiles, write_parquet_atomically
 from pipelines.windows import WindowRow
+from sensorlake.lake import BY_NAME, MINUTES, READINGS_1MIN_DATASET, Dataset
 
 SCHEMA = pa.schema([("sensor_id", pa.string()), ("seq", pa.int64()), ("kafka_offset", pa.int64())])
+DAY = 1_795_824_000_000  # 2026-11-28T00:00:00Z
+# Two datasets laid out like raw/readings, partitioned by the rows' (unwritten) "at" column.
+DATASETS = {name: Dataset(name, SCHEMA, (("date", "DATE"), ("hour", "INTEGER")), "at", "chunk", ("kafka_offset",),
+                          (), ("kafka_offset",)) for name in ("raw", "rejected")}
 
 
 def _records(offsets, partition=0, dataset="raw"):
-    return [LakeRecord(partition, o, dataset, f"date=2026-11-28/hour={o % 2:02d}",
-                       {"sensor_id": "1", "seq": o, "kafka_offset": o}) for o in offsets]
+    return [LakeRecord(partition, o, dataset, {"sensor_id": "1", "seq": o, "kafka_offset": o,
+                                               "at": DAY + (o % 2) * 3_600_000}) for o in offsets]
 
 
 def _run(records, lake, chunk_size=4):
     with TestPipeline() as p:
-        (p | beam.Create(records) | WriteLakeChunks(str(lake), {"raw": SCHEMA, "rejected": SCHEMA},
-                                                    chunk_size=chunk_size, flush_seconds=0))
+        (p | beam.Create(records) | WriteLakeChunks(str(lake), DATASETS, chunk_size=chunk_size, flush_seconds=0))
 
 
 def _read(lake):
@@ -101,13 +102,13 @@ def _minute_row(sensor_id, version, mean, start=MINUTE):
 def _run_minutes(rows, lake, shards=1):
     with TestPipeline() as p:
         (p | beam.Create(rows)
-         | WriteWindowFiles(str(lake), {READINGS_1MIN_DATASET: READINGS_1MIN}, shards, flush_seconds=0))
+         | WriteWindowFiles(str(lake), BY_NAME, shards, flush_seconds=0))
 
 
 def test_minute_files_hold_the_newest_version_per_sensor(tmp_path):
     _run_minutes([_minute_row("1", 0, 20.0), _minute_row("2", 0, 30.0), _minute_row("1", 1, 21.0),
                   _minute_row("1", 0, 20.0, start=MINUTE + 60_000)], tmp_path)
-    path = window_file(str(tmp_path), READINGS_1MIN_DATASET, MINUTE, 0)
+    path = MINUTES.minute_file(str(tmp_path), MINUTE, 0)
     assert path.endswith("curated/readings_1min/date=2026-11-28/part-1700-s00.parquet")
     rows = pq.read_table(path).to_pylist()
     assert [(r["sensor_id"], r["version"], r["mean"]) for r in rows] == [("1", 1, 21.0), ("2", 0, 30.0)]
@@ -120,7 +121,7 @@ def test_a_late_update_merges_with_the_file_and_never_goes_back(tmp_path):
     # a later run (another bundle, or after a restart) updates sensor 1 only, and replays an old version of 2
     _run_minutes([_minute_row("1", 1, 21.0), _minute_row("3", 0, 5.0)], tmp_path)
     _run_minutes([_minute_row("1", 0, 20.0)], tmp_path)
-    rows = pq.read_table(window_file(str(tmp_path), READINGS_1MIN_DATASET, MINUTE, 0)).to_pylist()
+    rows = pq.read_table(MINUTES.minute_file(str(tmp_path), MINUTE, 0)).to_pylist()
     assert [(r["sensor_id"], r["version"], r["mean"]) for r in rows] == [
         ("1", 1, 21.0), ("2", 0, 30.0), ("3", 0, 5.0)]
 

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.schemas import RAW_READINGS_DATASET, READINGS_1MIN_DATASET, REJECTED_READINGS_DATASET, SENSOR_QUALITY_DATASET
+from sensorlake.lake import RAW_READINGS_DATASET, READINGS_1MIN_DATASET, REJECTED_READINGS_DATASET, SENSOR_QUALITY_DATASET
 from sensorlake import cli, sql
 from tests.lakefixture import REGISTRY_V2, con_fixture, lake_fixture  # noqa: F401 (fixtures)
 

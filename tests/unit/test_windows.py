@@ -1,4 +1,4 @@
-"""1-minute windows and quality rows, driven with TestStream: exact rows for each DESIGN.md rule.
+"""1-minute windows and quality rows, driven with TestStream: exact rows for each rule of docs/design.md.
 
 Each test feeds batches of readings in arrival order (one TestStream event per batch) through
 ResampleAndScore and checks every row it emits. Times: T = 2026-11-28T10:00:00Z; a reading of
@@ -22,8 +22,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.batching import GroupPerBundle
-from pipelines.quality import Thresholds
-from pipelines.schemas import READINGS_1MIN, READINGS_1MIN_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET
+from sensorlake.quality import Thresholds
+from sensorlake.lake import READINGS_1MIN, READINGS_1MIN_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET
 from pipelines.windows import AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings
 from sensorlake.registry import parse_registry
 

@@ -1,7 +1,8 @@
-"""Per-sensor, per-minute quality: the definitions of DESIGN.md ("Quality metrics"), exactly.
+"""Per-sensor quality: the definitions of docs/design.md ("Quality definitions"), in one place.
 
-Pure functions over a finished window's tallies, so the rules are tested without Beam and read in
-one place. Thresholds come from Settings (env/flags); their values are written into every row as
+Pure functions over tallies, so the rules are tested without Beam and read in one place: the
+pipeline applies them to each sensor-minute, the catalogue to a sensor's last 24 hours.
+Thresholds come from Settings (env/flags) only; their values are written into every row as
 ``thresholds_version`` so a changed threshold never silently re-labels history.
 """
 
@@ -9,16 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sensorlake.settings import Settings
+
 MISSING, BAD, DEGRADED, OK, UNREGISTERED = "missing", "bad", "degraded", "ok", "unregistered"
 STATUSES = (MISSING, BAD, DEGRADED, OK, UNREGISTERED)
 
 
+def _default(name: str) -> float:
+    return Settings.model_fields[f"quality_{name}"].default
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    ok_completeness: float = 0.95
-    ok_validity: float = 0.99
-    bad_completeness: float = 0.5
-    bad_validity: float = 0.9
+    """The status rule's four thresholds (defaults: the settings' defaults)."""
+
+    ok_completeness: float = _default("ok_completeness")
+    ok_validity: float = _default("ok_validity")
+    bad_completeness: float = _default("bad_completeness")
+    bad_validity: float = _default("bad_validity")
 
     @classmethod
     def from_settings(cls, settings) -> "Thresholds":
