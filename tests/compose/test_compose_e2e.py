@@ -41,9 +41,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from dotenv import dotenv_values
 
 from sensorlake import dockerhost, services
-from sensorlake.settings import REPO_ROOT, Settings, read_env_file
+from sensorlake.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.timeout(3600)
 
@@ -197,7 +198,7 @@ def stack():
         compose = Compose(project, dockerhost.compose_env(cache))
         compose("down", "-v", "--remove-orphans", check=False)  # what a crashed earlier run left
         yield {"compose": compose, "project": project, "lake": project / "data", "cache": cache,
-               "env": read_env_file(project / ".env")}
+               "env": {k: v or "" for k, v in dotenv_values(project / ".env").items()}}
     finally:
         if compose is not None:
             compose("down", "-v", "--remove-orphans", check=False)
