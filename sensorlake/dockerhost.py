@@ -35,6 +35,7 @@ COMPOSE_MODULE = "github.com/docker/compose/v2"
 BASE_IMAGE = "debian:bookworm-slim"
 APT_PACKAGES = ("docker.io", "debootstrap")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DOCKERD_PID_FILE = Path("/var/run/docker.pid")
 
 
 class DockerHostError(RuntimeError):
@@ -65,19 +66,19 @@ def _run(cmd: list[str], log: Path, what: str, env: dict | None = None, cwd: Pat
 
 
 # ====================================================================== packages
-def ensure_packages(packages=APT_PACKAGES, log_dir: Path = Path(tempfile.gettempdir())) -> None:
-    """apt-get install what is missing (dockerd, debootstrap); needs root."""
+def ensure_packages(packages=APT_PACKAGES) -> None:
+    """apt-get install what is missing (dockerd, debootstrap); needs root. The local stack's apt
+    path (waits while another apt holds the lock)."""
+    from sensorlake.local.install import InstallError, apt_install
+
     missing = [p for p in packages if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True,
                                                      text=True).stdout.strip() != "install ok installed"]
     if not missing:
         return
-    if os.geteuid() != 0:
-        raise DockerHostError(f"not installed: {' '.join(missing)}; run `sudo apt-get install -y {' '.join(missing)}`")
-    _say(f"installing {' '.join(missing)} (apt-get)")
-    log = log_dir / "sensorlake-docker-apt.log"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _run(["apt-get", "update", "-q"], log, "apt-get update", env=env)
-    _run(["apt-get", "install", "-y", "-q", *missing], log, f"apt-get install {' '.join(missing)}", env=env)
+    try:
+        apt_install(missing, "docker compose (the Docker engine, and debootstrap for the base image)")
+    except InstallError as exc:
+        raise DockerHostError(str(exc)) from exc
 
 
 def docker_cli() -> str:
@@ -125,7 +126,7 @@ class Dockerd:
         self.pid = None
 
 
-def ensure_dockerd(log_dir: Path, wait_s: float = 60.0) -> Dockerd:
+def ensure_dockerd(log_dir: Path, wait_s: float = 60.0, dockerd: str | None = None) -> Dockerd:
     """Uses the engine that answers; otherwise starts dockerd (root) and waits for it.
 
     Raises DockerHostError with the reason (and dockerd's log) when no engine can be had: a machine
@@ -133,14 +134,14 @@ def ensure_dockerd(log_dir: Path, wait_s: float = 60.0) -> Dockerd:
     """
     if engine_answers():
         return Dockerd(pid=None)
-    dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None)
+    dockerd = dockerd or shutil.which("dockerd") or ("/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None)
     if not dockerd:
         raise DockerHostError("no Docker engine answers and dockerd is not installed (apt-get install docker.io)")
     if os.geteuid() != 0:
         raise DockerHostError("no Docker engine answers, and starting dockerd needs root")
-    if Path("/var/run/docker.pid").exists():
+    if DOCKERD_PID_FILE.exists():
         # A dockerd that does not answer still holds its pid file: starting a second one would fail.
-        pid = Path("/var/run/docker.pid").read_text().strip()
+        pid = DOCKERD_PID_FILE.read_text().strip()
         if pid.isdigit() and Path(f"/proc/{pid}").exists():
             raise DockerHostError(f"a dockerd (pid {pid}) runs but does not answer on /var/run/docker.sock")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -203,10 +204,10 @@ def ensure_compose(cache: Path) -> Path:
 
 
 # ====================================================================== the base image
-def debian_mirror() -> str:
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     """This machine's Debian mirror (apt's sources), for debootstrap."""
-    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list")),
-                  *sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))]
+    candidates = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list")),
+                  *sorted((apt_dir / "sources.list.d").glob("*.sources"))]
     for path in candidates:
         try:
             text = path.read_text()
