@@ -66,8 +66,9 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None, settings: Settings | None = None):
+    """Submits the job; flags in argv override the given settings (default: env and .env)."""
     args = parser().parse_args(argv)
-    return submit(args, settings or Settings.from_args(args))
+    return submit(args, Settings.from_args(args) if settings is None else settings.with_args(args))
 
 
 def submit(args: argparse.Namespace, settings: Settings):

@@ -224,6 +224,10 @@ class Settings(BaseSettings):
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> "Settings":
         return cls.load(env, **{k: v for k, v in vars(args).items() if k in cls.model_fields})
 
+    def with_args(self, args: argparse.Namespace) -> "Settings":
+        """These settings with the flags that were given on a command line on top."""
+        return self.replace(**{k: v for k, v in vars(args).items() if k in type(self).model_fields and v is not None})
+
     def replace(self, **changes: Any) -> "Settings":
         """A validated copy with some fields changed (nothing is re-read from the environment)."""
         try:

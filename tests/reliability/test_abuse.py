@@ -166,7 +166,7 @@ def test_bad_payloads_are_rejected_with_reasons_and_nothing_goes_down(stack, bri
         assert all(r["running"] for r in stack.status() if r["service"] in core), stack.status()
         assert bridge.proc.poll() is None
         jid = flink_rest.find_job(settings, name)["jid"]
-        assert flink_rest._call(settings, f"/jobs/{jid}/exceptions").get("exceptionHistory", {}).get("entries") == []
+        assert flink_rest.call(settings, f"/jobs/{jid}/exceptions").get("exceptionHistory", {}).get("entries") == []
         with capsys.disabled():
             print(f"\nfuzz: {BAD} bad payloads among {VALID} readings -> " +
                   ", ".join(f"{k} {v}" for k, v in sorted(got.items())))

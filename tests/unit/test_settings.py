@@ -30,6 +30,15 @@ def test_precedence_flag_over_env_over_file(tmp_path):
     assert (s.mqtt_port, s.kafka_topic) == (4000, "from-file")
 
 
+def test_flags_override_settings_given_in_code():
+    """Tests and tools hand a job its settings and flags: the flags win, as on the command line."""
+    parser = argparse.ArgumentParser()
+    Settings.add_arguments(parser, ["job_name", "parallelism"])
+    base = Settings.load(env={}).replace(job_name="from-code", lake="/lake")
+    s = base.with_args(parser.parse_args(["--job-name", "from-flag"]))
+    assert (s.job_name, s.parallelism, s.lake) == ("from-flag", 1, "/lake")
+
+
 def test_bad_number_names_the_variable():
     with pytest.raises(SettingsError, match="SENSORLAKE_MQTT_PORT"):
         Settings.load(env={"SENSORLAKE_MQTT_PORT": "eighteen"})
