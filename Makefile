@@ -11,7 +11,7 @@ MERMAID := tools/mermaid/node_modules/.installed
 RELIABILITY_SCALE ?= 4
 SOAK_ARGS ?=
 
-.PHONY: setup install tools up down status test test-unit test-integration test-reliability bench bench-soak clean
+.PHONY: setup install tools up down status test test-unit test-integration test-reliability test-compose bench bench-soak clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -40,15 +40,26 @@ down:
 status:
 	$(SL) local status
 
-# Everything: unit tests, integration tests and the short reliability suite, on one local stack.
+# Everything: unit tests, integration tests and the short reliability suite, on one local stack;
+# then, in a session of its own (the local stack stopped), `docker compose up -d` for real. Both
+# run even when the first fails; `make test` fails when either does.
 test: install tools
-	$(PY) -m pytest tests/unit tests/integration tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration tests/reliability -p no:cacheprovider $(PYTEST_ARGS); \
+	local=$$?; \
+	$(PY) -m pytest tests/compose -p no:cacheprovider $(PYTEST_ARGS); \
+	compose=$$?; \
+	test $$local -eq 0 && test $$compose -eq 0
 
 test-unit: setup tools
 	$(PY) -m pytest tests/unit -p no:cacheprovider $(PYTEST_ARGS)
 
 test-integration: install
 	$(PY) -m pytest tests/integration -p no:cacheprovider $(PYTEST_ARGS)
+
+# The compose end-to-end test alone: installs docker.io, debootstrap and Compose v2 (built from the
+# Go module proxy into the download cache) when missing, starts dockerd when none runs (and stops it).
+test-compose: setup
+	$(PY) -m pytest tests/compose -p no:cacheprovider $(PYTEST_ARGS)
 
 # The fault suite at a larger scale (more messages, longer quiet time between faults).
 test-reliability: install

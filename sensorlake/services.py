@@ -32,33 +32,21 @@ from typing import Any, Mapping
 import yaml
 
 from sensorlake import flink_rest
+from sensorlake.local.install import Paths
 from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION, REPO_ROOT, ROLE_SETTINGS, Settings
 
 # The lake job's default name in Flink (the job_name setting).
 JOB_NAME = Settings.model_fields["job_name"].default
 
-# Every image the platform runs or builds from, pinned to exact tags (docker-compose.yml and
-# docker/sensorlake.Dockerfile use exactly these; tests/unit/test_compose.py checks it).
-IMAGES = {
-    "mosquitto": "eclipse-mosquitto:2.0.22",
-    "kafka": f"apache/kafka:{KAFKA_VERSION}",
-    # Source of the Flink distribution and its Java 17 runtime in our Flink image.
-    "flink": f"flink:{FLINK_VERSION}-scala_2.12-java17",
-    # Source of the Python SDK harness launcher (/opt/apache/beam/boot) for PROCESS workers; it is
-    # also the pinned SDK's own default container (apache_beam DockerEnvironment).
-    "beam_sdk": f"apache/beam_python3.11_sdk:{BEAM_VERSION}",
-    "python": "python:3.11.13-slim-bookworm",
-    "maven": "maven:3.9.9-eclipse-temurin-17",
-}
-# Our own images, built by docker-compose from docker/sensorlake.Dockerfile (one target each).
-OWN_IMAGES = {
-    "app": "sensorlake/app:0.1.0",
-    "flink": f"sensorlake/flink:0.1.0-flink{FLINK_VERSION}-beam{BEAM_VERSION}",
-    "beam-services": f"sensorlake/beam-services:0.1.0-beam{BEAM_VERSION}",
-}
+# The one image every compose service runs (docker/sensorlake.Dockerfile), and the only image it
+# builds FROM (build arg BASE_IMAGE); everything else comes from the package registries.
+BASE_IMAGE = "debian:bookworm-slim"
+PLATFORM_IMAGE = f"sensorlake/platform:0.1.0-flink{FLINK_VERSION}-beam{BEAM_VERSION}-kafka{KAFKA_VERSION}"
 
-# Kafka's listener for the containers (the host listener is settings.kafka_bootstrap_port).
+# Kafka's listeners in compose: for the containers (kafka:19092), and the one published for
+# programs on the host, at the address of settings.kafka_bootstrap.
 KAFKA_INTERNAL_PORT = 19092
+KAFKA_HOST_LISTENER_PORT = 9092
 # Heap sizes, the same for both deployments (sized for a 2-core, 24 GiB machine).
 KAFKA_HEAP = ("-Xms256m", "-Xmx768m")
 JAVA_HEAP = {"expansion": "-Xmx512m", "jobserver": "-Xmx768m"}
@@ -122,7 +110,7 @@ HEALTHY, STARTED, COMPLETED = "service_healthy", "service_started", "service_com
 ROLES: tuple[Role, ...] = (
     Role("mosquitto", "mosquitto", "infra", ports=("mqtt_port",), published=("mqtt_port",), timeout=20),
     Role("kafka", "kafka", "infra", ports=("kafka_bootstrap_port", "kafka_controller_port"),
-         published=("kafka_bootstrap_port",)),
+         published=("kafka_bootstrap_port",), probe="kafka"),
     Role("kafka-init", None, "oneshot", probe="none", after=(("kafka", HEALTHY),)),
     Role("jobmanager", "flink-jobmanager", "infra",
          ports=("flink_rest_port", "flink_rpc_port"), published=("flink_rest_port",), probe="flink-rest",
@@ -134,8 +122,13 @@ ROLES: tuple[Role, ...] = (
          ports=("job_server_port", "artifact_port"), host="job_server_host", after=(("jobmanager", HEALTHY),)),
     Role("bridge", "bridge", "app", argv=("bridge",), ports=("bridge_metrics_port",),
          probe="bridge", after=(("mosquitto", HEALTHY), ("kafka-init", COMPLETED)), timeout=60),
-    Role("generator", "generator", "app", argv=("generate",), local_args=("--report", "{home}/generator-report.json"),
-         probe="mqtt-connected", after=(("mosquitto", HEALTHY),), timeout=10),
+    # After the bridge: the broker queues readings for the bridge's session only once it exists,
+    # so what the generator sends before the bridge's first subscription would be lost.
+    # Its report (what it sent, by seq) is written when it stops: `docker compose stop generator`,
+    # then `docker compose cp generator:/tmp/generator-report.json .`
+    Role("generator", "generator", "app", argv=("generate",), compose_args=("--report", "/tmp/generator-report.json"),
+         local_args=("--report", "{home}/generator-report.json"),
+         probe="mqtt-connected", after=(("mosquitto", HEALTHY), ("bridge", HEALTHY)), timeout=10),
     # Locally the job's Python workers run in this process (LOOPBACK): it stays in the foreground.
     # In compose the workers run in the TaskManagers (PROCESS) and the submitter only submits when
     # no live job of that name exists, then watches it, so a second `up` never adds a copy.
@@ -183,14 +176,16 @@ class Layout:
     taskmanager_host: str | None  # None: the TaskManager finds its address by reaching the JobManager
 
 
-# Paths inside our images (docker/sensorlake.Dockerfile) and the compose volumes mounted on them.
+# Paths inside our image (docker/sensorlake.Dockerfile) and the compose volumes mounted on them.
+# The image build runs the local stack's install into this cache (SENSORLAKE_CACHE).
+CONTAINER_CACHE = Paths(Path("/opt/sensorlake/cache"))
 CONTAINER = Layout(
-    flink_home=Path("/opt/flink"),
+    flink_home=CONTAINER_CACHE.flink_home,
     flink_conf_dir=Path("/tmp/flink-conf"),
     flink_log_dir=Path("/tmp/flink-log"),
     flink_state_dir=Path("/var/lib/flink"),
     flink_work_dir=Path("/tmp/flink"),
-    beam_classpath="/opt/beam-services/sensorlake-beam-services.jar:/opt/beam-services/lib/*",
+    beam_classpath=CONTAINER_CACHE.beam_classpath,
     artifacts_dir=Path("/var/lib/beam-artifacts"),
     bind_host="0.0.0.0",  # inside the container network; compose publishes ports on 127.0.0.1 only
     taskmanager_host=None,  # scaled TaskManagers each register with their own container address
@@ -307,14 +302,15 @@ def kafka_properties(settings: Settings, compose: bool, log_dir: str) -> dict[st
     """The broker's server.properties (KRaft, one node).
 
     Locally one listener on 127.0.0.1. In compose two: INTERNAL (kafka:19092) for the containers
-    and HOST, published on 127.0.0.1 and advertised as 127.0.0.1:<port>, for programs on the
-    host; each client is told an address it can reach, so "cannot connect" cannot happen.
+    and HOST (9092 in the container), published on 127.0.0.1 at settings.kafka_bootstrap and
+    advertised as that address, for programs on the host; each client is told an address it can
+    reach, so "cannot connect" cannot happen.
     """
     s = settings
     port, cport = s.kafka_bootstrap_port, s.kafka_controller_port
     if compose:
-        listeners = f"INTERNAL://:{KAFKA_INTERNAL_PORT},HOST://:{port},CONTROLLER://:{cport}"
-        advertised = f"INTERNAL://kafka:{KAFKA_INTERNAL_PORT},HOST://127.0.0.1:{port}"
+        listeners = f"INTERNAL://:{KAFKA_INTERNAL_PORT},HOST://:{KAFKA_HOST_LISTENER_PORT},CONTROLLER://:{cport}"
+        advertised = f"INTERNAL://kafka:{KAFKA_INTERNAL_PORT},HOST://{s.kafka_bootstrap.split(',')[0]}"
         names, inter, voters = ("INTERNAL", "HOST", "CONTROLLER"), "INTERNAL", f"1@kafka:{cport}"
     else:
         listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}"
@@ -338,12 +334,6 @@ def kafka_properties(settings: Settings, compose: bool, log_dir: str) -> dict[st
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
     }
-
-
-def kafka_env_to_property(name: str) -> str:
-    """apache/kafka image convention: KAFKA_A_B -> a.b, __ -> _, ___ -> -."""
-    key = name[len("KAFKA_"):]
-    return key.replace("___", "\0").replace("__", "\1").replace("_", ".").replace("\0", "-").replace("\1", "_").lower()
 
 
 # ====================================================================== probes
@@ -389,6 +379,9 @@ def probe(role: Role, settings: Settings, container: bool) -> bool | None:
         if role.probe == "tcp":
             host = getattr(s, role.host) if role.host else "127.0.0.1"
             return all(_tcp(host, p) for p in role.port_numbers(s))
+        if role.probe == "kafka":  # in a container the host listener's port is not the setting's
+            ports = [KAFKA_INTERNAL_PORT] if container else role.port_numbers(s)
+            return all(_tcp("127.0.0.1", p) for p in [*ports, s.kafka_controller_port])
         if role.probe == "flink-rest":
             return "taskmanagers" in flink_rest.overview(s)
         if role.probe == "flink-taskmanager":
@@ -402,8 +395,11 @@ def probe(role: Role, settings: Settings, container: bool) -> bool | None:
         if role.probe == "bridge":
             if not s.bridge_metrics_port:
                 return None if not container else _connected_to(s.mqtt_port)
-            with urllib.request.urlopen(f"http://127.0.0.1:{s.bridge_metrics_port}/healthz", timeout=3) as r:
-                return 200 <= r.status < 300
+            # Ready once its MQTT session is up (it subscribes on connect): from then on the broker
+            # queues the readings for it, so a generator started after this loses none.
+            with urllib.request.urlopen(f"http://127.0.0.1:{s.bridge_metrics_port}/metrics", timeout=3) as r:
+                samples = [line.split() for line in r.read().decode().splitlines() if line and line[0] != "#"]
+            return any(len(f) == 2 and f[0].endswith("mqtt_connected") and float(f[1]) == 1 for f in samples)
         if role.probe == "http":  # any HTTP answer on the role's port: it serves
             host = getattr(s, role.host)
             host = "127.0.0.1" if host in ("", "0.0.0.0") else host

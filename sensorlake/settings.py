@@ -269,8 +269,9 @@ _QUALITY = ("quality_ok_completeness", "quality_ok_validity", "quality_bad_compl
 ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
     "mosquitto": ("mqtt_port", "mqtt_topic_prefix", "mqtt_generator_user", "mqtt_generator_password",
                   "mqtt_bridge_user", "mqtt_bridge_password"),
-    "kafka": ("kafka_partitions",),
-    "kafka-init": _TOPICS,
+    # kafka_bootstrap: in compose, the address the broker advertises to programs on the host
+    "kafka": ("kafka_bootstrap", "kafka_partitions"),
+    "kafka-init": ("kafka_bootstrap", *_TOPICS),
     "jobmanager": (*_FLINK_CLIENT, "flink_rpc_port", "flink_taskmanager_slots", "log_level"),
     "taskmanager": (*_FLINK_CLIENT, "flink_rpc_port", "flink_taskmanager_slots", "log_level"),
     "expansion": ("expansion_host", "expansion_port", "log_level"),

@@ -1,6 +1,7 @@
 """Fetches what the local stack runs, into a reusable cache; safe to run again.
 
-- Mosquitto: Debian package (apt-get), when missing and we are root.
+- Mosquitto: Debian packages (apt-get), the broker and its clients (mosquitto_sub: the compose
+  health check, also run by the tests), when missing and we are root.
 - Flink: the PyPI distribution (apache-flink + apache-flink-libraries) in a venv of its own,
   because it pins an old apache-beam and pyarrow that cannot share a venv with the pipeline.
 - Kafka broker and the Beam job server / expansion service: jars from Maven Central (mvn).
@@ -193,3 +194,9 @@ def install(settings: Settings) -> Paths:
     ensure_flink(paths)
     _say("everything is installed")
     return paths
+
+
+if __name__ == "__main__":
+    # `python -m sensorlake.local.install`: what `sensorlake local install` runs, without the rest of
+    # the CLI (the image build runs it before the rest of the code is copied in).
+    install(Settings.load())

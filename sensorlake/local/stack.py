@@ -20,7 +20,7 @@ from typing import Callable
 
 from dotenv import dotenv_values
 
-from sensorlake import services
+from sensorlake import runtime, services
 from sensorlake.local.install import Paths, ensure_mosquitto
 from sensorlake.services import Layout, Role
 from sensorlake.settings import Settings
@@ -196,26 +196,12 @@ class LocalStack:
 
     # kafka -------------------------------------------------------------------------
     def _kafka_prepare(self) -> None:
-        d = self._dir("kafka")
-        data = self._dir("kafka", "data")
-        props = d / "server.properties"
-        props.write_text("".join(f"{k}={v}\n" for k, v in
-                                 services.kafka_properties(self.settings, compose=False, log_dir=str(data)).items()))
-        (d / "log4j2.properties").write_text(
-            "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
-            "appender.out.layout.type = PatternLayout\nappender.out.layout.pattern = [%d] %p %m (%c)%n\n"
-            "rootLogger.level = WARN\nrootLogger.appenderRef.out.ref = OUT\n")
-        if not (data / "meta.properties").exists():
-            cp = f"{self.paths.kafka_lib}/*"
-            cluster_id = subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
-                                        capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                            "-c", str(props)], check=True, capture_output=True)
+        # The same broker configuration and storage format as the compose service (sensorlake.runtime).
+        runtime.kafka_prepare(self.settings, self._dir("kafka"), self._dir("kafka", "data"), self.paths.kafka_lib,
+                              compose=False)
 
     def _kafka_cmd(self) -> list[str]:
-        d = self.home / "kafka"
-        return ["java", *services.KAFKA_HEAP, f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
-                "-cp", f"{self.paths.kafka_lib}/*", "kafka.Kafka", str(d / "server.properties")]
+        return runtime.kafka_command(self.home / "kafka", self.paths.kafka_lib)
 
     # flink -------------------------------------------------------------------------
     def _flink_prepare(self) -> None:

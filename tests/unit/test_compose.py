@@ -1,12 +1,13 @@
-"""docker-compose.yml, the Dockerfile and .env.example, checked offline (no Docker engine here).
+"""docker-compose.yml, the Dockerfile and .env.example, checked without a Docker engine.
 
-The compose file must be right by construction: it validates against the compose-spec schema,
-the Dockerfile passes hadolint, and every service is checked against the one description of the
-services (sensorlake/services.py) that the local stack runs from: same commands and entry points,
-SENSORLAKE_* names that are real settings with the same defaults, ports on 127.0.0.1 only, a health
-check on every long-running service, depends_on conditions, restart policy, pinned images and the
-volumes. The Mosquitto start script (shared by both deployments), docker/init-env.sh and the
-idempotent submitter (`sensorlake pipeline run --if-absent`) run here for real.
+tests/compose/ builds the image and runs the compose file for real; these checks are the fast half:
+it validates against the compose-spec schema, the Dockerfile passes hadolint, and every service is
+checked against the one description of the services (sensorlake/services.py) that the local stack
+runs from: same commands and entry points, SENSORLAKE_* names that are real settings with the same
+defaults, ports on 127.0.0.1 only, a health check on every long-running service, depends_on
+conditions, restart policy, the one image and its one base, and the volumes. The Mosquitto start
+script (shared by both deployments), docker/init-env.sh and the idempotent submitter
+(`sensorlake pipeline run --if-absent`) run here for real.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sensorlake import services
-from sensorlake.services import BY_NAME, CONTAINER, IMAGES, OWN_IMAGES, ROLES
+from sensorlake import runtime, services
+from sensorlake.services import BASE_IMAGE, BY_NAME, CONTAINER, CONTAINER_CACHE, PLATFORM_IMAGE, ROLES
 from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION, REPO_ROOT, Settings
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -39,14 +40,16 @@ DOCKERFILE = REPO_ROOT / "docker" / "sensorlake.Dockerfile"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 INIT_ENV = REPO_ROOT / "docker" / "init-env.sh"
-# Interpolation variables of compose that are not settings: who owns the lake's files.
-NON_SETTING_VARIABLES = {"LAKE_UID", "LAKE_GID"}
+# Interpolation variables of compose that are not settings: who owns the lake's files, and the
+# Debian bookworm image the platform image builds FROM.
+NON_SETTING_VARIABLES = {"LAKE_UID", "LAKE_GID", "BASE_IMAGE"}
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SETTING_NAME = re.compile(r"SENSORLAKE_[A-Z0-9_]+")
 ENV_NAMES = Settings.env_names()
 DEFAULTS = {name: f.default for name, f in Settings.model_fields.items()}
 SECRETS = {Settings.env_name(name) for name, f in Settings.model_fields.items() if (f.json_schema_extra or {}).get("secret")}
 SERVICES_ENTRY = ["python", "-m", "sensorlake.services"]
+RUNTIME_ENTRY = ["python", "-m", "sensorlake.runtime"]
 
 
 # ====================================================================== helpers
@@ -104,40 +107,34 @@ def _settings_for(service: dict) -> Settings:
                               **{k: v for k, v in _env(service).items() if k.startswith("SENSORLAKE_")}})
 
 
-def _uses_own_image(service: dict) -> str | None:
-    for key, image in OWN_IMAGES.items():
-        if service.get("image") == image:
-            return key
-    return None
+def _uses_own_image(service: dict) -> bool:
+    return service.get("image") == PLATFORM_IMAGE
 
 
-def _dockerfile_stages() -> dict[str, list[str]]:
-    """target name -> its instruction lines (continuations joined)."""
-    stages: dict[str, list[str]] = {}
-    current = None
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    for line in text.splitlines():
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuations joined, comments dropped."""
+    out = []
+    for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines():
         line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"FROM\s+(\S+)\s+AS\s+(\S+)", line, re.I)
-        if m:
-            current = m.group(2)
-            stages[current] = [line]
-        elif current:
-            stages[current].append(line)
-    return stages
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
 
 
-def _effective(stages: dict[str, list[str]], target: str, instruction: str) -> str | None:
-    """The last INSTRUCTION of a target, following FROM <stage> chains."""
-    while target in stages:
-        lines = stages[target]
-        for line in reversed(lines):
-            if line.split(None, 1)[0].upper() == instruction:
-                return line.split(None, 1)[1]
-        target = lines[0].split()[1]
-    return None
+def _last(instruction: str) -> str | None:
+    found = [rest for word, rest in _instructions() if word == instruction]
+    return found[-1] if found else None
+
+
+def _copies() -> list[tuple[list[str], str]]:
+    """(sources, destination) of every COPY from the build context."""
+    out = []
+    for word, rest in _instructions():
+        if word == "COPY" and not rest.startswith("--from"):
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            out.append((parts[:-1], parts[-1]))
+    return out
 
 
 @pytest.fixture()
@@ -211,20 +208,34 @@ def test_local_stack_runs_the_roles_of_the_description(tmp_path):
 def test_every_command_is_a_real_entry_point_with_the_local_stacks_arguments(compose, container):
     from sensorlake.cli import build_parser
 
-    stages = _dockerfile_stages()
+    assert _last("ENTRYPOINT") == json.dumps(RUNTIME_ENTRY)
     for role in ROLES:
         svc = compose["services"][role.name]
-        own = _uses_own_image(svc)
+        assert _uses_own_image(svc), role.name
         if role.kind == "app":
-            assert own == "app", role.name
-            assert _effective(stages, "app", "ENTRYPOINT") == '["sensorlake"]'
-            assert svc["command"] == role.compose_argv(), role.name
+            # not a runtime's name, so the entry point hands it to `sensorlake`
+            assert svc["command"] == role.compose_argv() and svc["command"][0] not in runtime.RUNTIMES, role.name
             build_parser().parse_args(svc["command"])  # exits (fails) on an unknown flag
-        elif own in ("flink", "beam-services"):
-            assert _effective(stages, own, "ENTRYPOINT") == json.dumps([*SERVICES_ENTRY, "exec"])
-            assert svc["command"] == [role.name]
-            local = services.command(role.name, Settings.load(env={}), container)
-            assert local, role.name  # the same builder the local stack uses knows the role
+        else:
+            assert svc["command"] == [role.name] and role.name in runtime.RUNTIMES, role.name
+            if role.name in services.JAVA_HEAP or role.name in ("jobmanager", "taskmanager"):
+                local = services.command(role.name, Settings.load(env={}), container)
+                assert local, role.name  # the same builder the local stack uses knows the role
+    assert set(runtime.RUNTIMES) == {r.name for r in ROLES if r.kind != "app"}
+
+
+def test_the_image_entry_point_hands_anything_else_to_the_cli(monkeypatch):
+    calls = []
+
+    def fake_exec(argv):
+        calls.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runtime, "_exec", fake_exec)
+    for argv in (["bridge"], ["pipeline", "run", "--if-absent"], []):
+        with pytest.raises(SystemExit):
+            runtime.main(argv)
+    assert calls == [["sensorlake", "bridge"], ["sensorlake", "pipeline", "run", "--if-absent"], ["sensorlake"]]
 
 
 def test_pipeline_submitter_is_idempotent_in_compose_and_foreground_locally(compose):
@@ -232,10 +243,11 @@ def test_pipeline_submitter_is_idempotent_in_compose_and_foreground_locally(comp
     assert compose["services"]["pipeline"]["command"] == ["pipeline", "run", "--if-absent"]
     assert "--if-absent" not in role.local_argv(Path("/x"))
     env = _env(compose["services"]["pipeline"])
-    # Python workers in the TaskManagers (PROCESS, the boot launcher of the flink image), not LOOPBACK
+    # Python workers in the TaskManagers (PROCESS: our launcher in the image), not LOOPBACK
     assert env["SENSORLAKE_ENVIRONMENT_TYPE"] == "PROCESS"
-    assert json.loads(env["SENSORLAKE_ENVIRONMENT_CONFIG"]) == {"command": "/opt/apache/beam/boot"}
-    assert "COPY --from=beam-sdk /opt/apache/beam /opt/apache/beam" in DOCKERFILE.read_text()
+    assert json.loads(env["SENSORLAKE_ENVIRONMENT_CONFIG"]) == {"command": runtime.BEAM_WORKER}
+    assert (["docker/beam-worker.sh"], runtime.BEAM_WORKER) in _copies()
+    assert "sensorlake.beam_worker" in (REPO_ROOT / "docker" / "beam-worker.sh").read_text()
     assert services.JOB_NAME == __import__("pipelines.main", fromlist=["JOB_NAME"]).JOB_NAME
 
 
@@ -363,6 +375,26 @@ def test_every_published_port_is_on_loopback_at_the_settings_port(compose):
     assert not any("container_name" in s for s in compose["services"].values())
 
 
+def test_published_ports_follow_the_settings_the_hosts_programs_read():
+    """.env's SENSORLAKE_MQTT_PORT (say) moves the published port, not the container's."""
+    moved = {"SENSORLAKE_MQTT_PORT": "26883", "SENSORLAKE_KAFKA_BOOTSTRAP": "127.0.0.1:34092",
+             "SENSORLAKE_FLINK_REST_PORT": "33081", "SENSORLAKE_CATALOG_PORT": "33088"}
+    s = _compose(moved)["services"]
+    assert s["mosquitto"]["ports"] == ["127.0.0.1:26883:1883"]
+    assert s["kafka"]["ports"] == [f"127.0.0.1:34092:{services.KAFKA_HOST_LISTENER_PORT}"]
+    assert s["jobmanager"]["ports"] == ["127.0.0.1:33081:8081"] and s["catalog"]["ports"] == ["127.0.0.1:33088:8088"]
+    host = Settings.load(env={"SENSORLAKE_ENV_FILE": "/nonexistent", **moved})
+    assert (host.mqtt_port, host.kafka_bootstrap_port, host.flink_rest_port, host.catalog_port) == \
+        (26883, 34092, 33081, 33088)
+    # inside, every service keeps listening where the other containers look for it
+    for name in ("mosquitto", "jobmanager", "catalog"):
+        inside = _settings_for(s[name])
+        assert (inside.mqtt_port, inside.flink_rest_port, inside.catalog_port) == (1883, 8081, 8088)
+    props = services.kafka_properties(_settings_for(s["kafka"]), compose=True, log_dir="/x")
+    assert "HOST://127.0.0.1:34092" in props["advertised.listeners"]  # advertised where it is published
+    assert f"HOST://:{services.KAFKA_HOST_LISTENER_PORT}" in props["listeners"]
+
+
 def test_every_long_running_service_has_a_health_check_from_the_description(compose):
     for role in ROLES:
         svc = compose["services"][role.name]
@@ -372,13 +404,11 @@ def test_every_long_running_service_has_a_health_check_from_the_description(comp
         check = svc.get("healthcheck")
         assert check and check.get("test"), f"{role.name} has no health check"
         assert check.get("disable") is not True
-        if _uses_own_image(svc):
+        if role.name != "mosquitto":
             # our probe of this very role: the same function the local stack waits on
             assert check["test"] == ["CMD", *SERVICES_ENTRY, "probe", role.name], role.name
     mosquitto = compose["services"]["mosquitto"]["healthcheck"]["test"][1]
     assert "mosquitto_sub" in mosquitto and "-E" in shlex.split(mosquitto)  # authenticated subscribe
-    kafka = compose["services"]["kafka"]["healthcheck"]["test"][1]
-    assert f"kafka:{services.KAFKA_INTERNAL_PORT}" in kafka
 
 
 def test_depends_on_follows_the_description(compose):
@@ -401,41 +431,66 @@ def test_restart_policies(compose):
 
 
 # ====================================================================== images
-def test_every_image_is_pinned_and_the_same_beam_release_everywhere(compose):
-    tag = re.compile(r"^[\w./-]+:[\w.-]*\d[\w.-]*$")
+def test_one_image_for_every_service_built_from_one_debian_base(compose, raw_compose):
     for name, svc in compose["services"].items():
-        image = svc["image"]
-        assert tag.match(image) and not image.endswith(":latest"), f"{name}: {image}"
-        if "build" in svc:
-            key = _uses_own_image(svc)
-            assert key and svc["build"]["target"] == key and svc["build"]["dockerfile"] == "docker/sensorlake.Dockerfile"
-            assert svc["build"]["context"] == "."
-        else:
-            assert image in IMAGES.values(), f"{name}: {image} is not pinned in sensorlake.services.IMAGES"
-    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
-    args = dict(re.findall(r"^ARG (\w+_IMAGE)=(\S+)$", DOCKERFILE.read_text(), re.M))
-    assert args == {"PYTHON_IMAGE": IMAGES["python"], "FLINK_IMAGE": IMAGES["flink"],
-                    "BEAM_SDK_IMAGE": IMAGES["beam_sdk"], "MAVEN_IMAGE": IMAGES["maven"]}
-    assert IMAGES["flink"].startswith(f"flink:{FLINK_VERSION}-") and IMAGES["beam_sdk"].endswith(f":{BEAM_VERSION}")
-    assert f"apache_beam.__version__ == '{BEAM_VERSION}'" in DOCKERFILE.read_text()
+        assert svc["image"] == PLATFORM_IMAGE, name
+        assert svc["build"] == {"context": ".", "dockerfile": "docker/sensorlake.Dockerfile",
+                                "args": {"BASE_IMAGE": BASE_IMAGE}}, name
+    assert raw_compose["x-platform"]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{BASE_IMAGE}}}"
+    assert _compose({"BASE_IMAGE": "localhost/debian:mine"})["services"]["kafka"]["build"]["args"] == \
+        {"BASE_IMAGE": "localhost/debian:mine"}
+    assert PLATFORM_IMAGE.endswith(f"-flink{FLINK_VERSION}-beam{BEAM_VERSION}-kafka{KAFKA_VERSION}")
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), "a frontend from Docker Hub cannot be had"
+    froms = [rest for word, rest in _instructions() if word == "FROM"]
+    assert froms == ["${BASE_IMAGE}"], "one stage, FROM the base alone"
+    assert f"ARG BASE_IMAGE={BASE_IMAGE}" in text and BASE_IMAGE.startswith("debian:bookworm")
+    assert f"apache_beam.__version__ == '{BEAM_VERSION}'" in text
     assert f'"apache-beam=={BEAM_VERSION}"' in (REPO_ROOT / "setup.py").read_text()
     assert f"<beam.version>{BEAM_VERSION}</beam.version>" in (REPO_ROOT / "flink/jobserver/pom.xml").read_text()
-    from apache_beam.transforms.environments import DockerEnvironment
-    assert DockerEnvironment.default_docker_image() == IMAGES["beam_sdk"]  # the SDK's own container
 
 
-def test_dockerfile_targets_are_multi_stage_and_non_root():
-    stages = _dockerfile_stages()
-    assert {"app", "flink", "beam-services", "wheels", "beam-services-build"} <= set(stages)
-    for target in OWN_IMAGES:
-        user = _effective(stages, target, "USER")
-        assert user and user.split(":")[0] not in ("0", "root"), f"{target} runs as root"
-    text = DOCKERFILE.read_text()
-    # the container layout the builders use is what the image has
-    assert "COPY --from=flink-dist /opt/flink /opt/flink" in text and str(CONTAINER.flink_home) == "/opt/flink"
-    assert "/opt/beam-services/sensorlake-beam-services.jar" in text and "/opt/beam-services/lib" in text
-    assert CONTAINER.beam_classpath == "/opt/beam-services/sensorlake-beam-services.jar:/opt/beam-services/lib/*"
-    assert "RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1" in text  # boot would build a venv in /opt otherwise
+def test_the_image_runs_the_local_stacks_install_into_the_layout_the_roles_use():
+    runs = [rest for word, rest in _instructions() if word == "RUN"]
+    assert any("python -m sensorlake.local.install" in r for r in runs), "one install path, not two"
+    env = " ".join(rest for word, rest in _instructions() if word == "ENV")
+    assert f"SENSORLAKE_CACHE={CONTAINER_CACHE.cache}" in env
+    # the builders of the container layout point into that cache
+    assert CONTAINER.flink_home == CONTAINER_CACHE.flink_home
+    assert CONTAINER.beam_classpath == CONTAINER_CACHE.beam_classpath
+    user = _last("USER")
+    assert user and user.split(":")[0] not in ("0", "root"), "the image runs as root"
+    # Mosquitto's script is in the image where the package (editable, in /opt/sensorlake/src) finds it
+    assert ("WORKDIR", "/opt/sensorlake/src") in _instructions()
+    assert (["docker/mosquitto/start-mosquitto.sh"], "./docker/mosquitto/") in _copies()
+    assert services.MOSQUITTO_SCRIPT.relative_to(REPO_ROOT) == Path("docker/mosquitto/start-mosquitto.sh")
+
+
+def test_the_install_layer_copies_everything_the_install_imports(tmp_path):
+    """The install runs before the rest of the code is copied in: what it imports must be there."""
+    steps = _instructions()
+    install = next(n for n, (w, r) in enumerate(steps) if w == "RUN" and "python -m sensorlake.local.install" in r)
+    workdir = "/opt/sensorlake/src"
+    assert ("WORKDIR", workdir) in steps[:install]
+    for word, rest in steps[:install]:
+        if word != "COPY" or not rest.split()[-1].startswith("./"):
+            continue
+        *srcs, dst = rest.split()
+        for src in srcs:
+            origin, target = REPO_ROOT / src, tmp_path / dst
+            if origin.is_dir():
+                shutil.copytree(origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, target / origin.name)
+    check = ("import pathlib, sensorlake.local.install as i; "
+             "assert pathlib.Path(i.__file__).is_relative_to(pathlib.Path.cwd()), i.__file__; "
+             "assert (i.REPO_ROOT / 'flink/jobserver/pom.xml').exists(); "
+             "assert (i.REPO_ROOT / 'flink/jobserver/src').is_dir(); "
+             "assert (i.REPO_ROOT / 'sensorlake/local/kafka/pom.xml').exists()")
+    proc = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_dockerignore_keeps_secrets_out_and_lets_the_build_inputs_in():
@@ -451,10 +506,15 @@ def test_dockerignore_keeps_secrets_out_and_lets_the_build_inputs_in():
                 keep = negate
         return keep
 
-    for src in re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE.read_text(), re.M):
-        assert included(src.rstrip("/")), f"{src} is copied but excluded by .dockerignore"
+    for srcs, _ in _copies():
+        for src in srcs:
+            assert included(src.rstrip("/")), f"{src} is copied but excluded by .dockerignore"
+            assert (REPO_ROOT / src).exists(), src
     for secret in (".env", ".venv/bin/python", ".sensorlake/credentials.env", "data/raw/x.parquet", ".git/config"):
         assert not included(secret), secret
+    # a proxy's CA certificates may be dropped in; they are never committed
+    assert included("docker/ca-certificates/proxy.crt")
+    assert "*.crt" in (REPO_ROOT / "docker" / "ca-certificates" / ".gitignore").read_text().split()
 
 
 # ====================================================================== volumes and paths
@@ -469,9 +529,8 @@ def _mounts(svc: dict) -> dict[str, str]:
 def test_state_lives_in_named_volumes_and_the_lake_is_the_bind_mounted_data(compose):
     s = compose["services"]
     assert set(compose["volumes"]) == {"mosquitto-data", "kafka-data", "flink-checkpoints", "beam-artifacts"}
-    assert _mounts(s["mosquitto"])["/mosquitto/data"] == "mosquitto-data"
-    assert _mounts(s["kafka"])["/var/lib/kafka/data"] == "kafka-data"
-    assert _env(s["kafka"])["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    assert _mounts(s["mosquitto"])[str(runtime.MOSQUITTO_DATA)] == "mosquitto-data"
+    assert _mounts(s["kafka"])[str(runtime.KAFKA_DATA)] == "kafka-data"
     for name in ("jobmanager", "taskmanager"):
         assert _mounts(s[name])[str(CONTAINER.flink_state_dir)] == "flink-checkpoints"
     for name in ("jobserver", "taskmanager"):  # staged artifacts are read at the same path
@@ -489,8 +548,10 @@ def test_state_lives_in_named_volumes_and_the_lake_is_the_bind_mounted_data(comp
     # who writes the lake and the checkpoints runs as the owner from .env
     for name in ("jobmanager", "taskmanager", "pipeline", "catalog"):
         assert s[name]["user"] == "1000:1000"
-    mosq = s["mosquitto"]
-    assert _mounts(mosq)[mosq["command"][1]] == "./" + str(services.MOSQUITTO_SCRIPT.relative_to(REPO_ROOT))
+    # the image makes each volume's mount point, so a fresh volume gets its owner and mode
+    run = " ".join(rest for word, rest in _instructions() if word == "RUN")
+    for path in (runtime.MOSQUITTO_DATA, runtime.KAFKA_DATA, CONTAINER.flink_state_dir, CONTAINER.artifacts_dir):
+        assert str(path) in run, path
 
 
 def test_services_reach_each_other_by_compose_service_name(compose):
@@ -503,7 +564,7 @@ def test_services_reach_each_other_by_compose_service_name(compose):
                              "SENSORLAKE_MQTT_HOST"):
             if host_setting in env:
                 assert env[host_setting] in names, (host_setting, env[host_setting])
-        if "SENSORLAKE_KAFKA_BOOTSTRAP" in env:
+        if "SENSORLAKE_KAFKA_BOOTSTRAP" in env and svc is not s["kafka"]:  # the broker: its host address
             assert settings.kafka_bootstrap == f"kafka:{services.KAFKA_INTERNAL_PORT}"
     pipeline = _settings_for(s["pipeline"])
     assert pipeline.flink_master == "jobmanager:8081" and pipeline.job_endpoint == "jobserver:8099"
@@ -535,27 +596,62 @@ def test_container_runtimes_bind_inside_the_network_and_advertise_service_names(
 
 def test_kafka_broker_properties_are_the_descriptions(compose):
     kafka = compose["services"]["kafka"]
-    env = _env(kafka)
-    wrapper = {"KAFKA_HEAP_OPTS"}
-    props = {services.kafka_env_to_property(k): v for k, v in env.items() if k.startswith("KAFKA_") and k not in wrapper}
-    expected = services.kafka_properties(Settings.load(env={}), compose=True, log_dir="/var/lib/kafka/data")
-    assert props == expected
-    assert env["KAFKA_HEAP_OPTS"] == " ".join(services.KAFKA_HEAP)
-    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env["CLUSTER_ID"])
-    # the host listener is published where it is advertised: a host client can always connect
+    assert kafka["command"] == ["kafka"] and kafka["hostname"] == "kafka"
+    settings = _settings_for(kafka)
+    props = services.kafka_properties(settings, compose=True, log_dir=str(runtime.KAFKA_DATA))
     port = Settings().kafka_bootstrap_port
+    # the host listener is published where it is advertised: a host client can always connect
     assert f"HOST://127.0.0.1:{port}" in props["advertised.listeners"]
-    assert kafka["ports"] == [f"127.0.0.1:{port}:{port}"]
-    assert services.kafka_env_to_property("KAFKA_A___B__C_D") == "a-b_c.d"
+    assert kafka["ports"] == [f"127.0.0.1:{port}:{services.KAFKA_HOST_LISTENER_PORT}"]
+    assert f"INTERNAL://kafka:{services.KAFKA_INTERNAL_PORT}" in props["advertised.listeners"]
+    assert props["controller.quorum.voters"] == f"1@kafka:{settings.kafka_controller_port}"
+    assert props["num.partitions"] == str(Settings().kafka_partitions)
+    assert props["auto.create.topics.enable"] == "false"
 
 
-def test_kafka_init_creates_the_topics_the_bridge_would(compose):
+def test_kafka_prepare_and_command_are_the_local_stacks(tmp_path, monkeypatch):
+    """One broker start-up for both deployments (sensorlake.runtime, used by the local stack)."""
+    from sensorlake.local.stack import LocalStack
+    from sensorlake.local.install import Paths
+
+    formatted = []
+    monkeypatch.setattr(runtime.subprocess, "run", lambda cmd, **kw: formatted.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0, stdout="uuid-1\n"))
+    props = runtime.kafka_prepare(Settings.load(env={}), tmp_path / "conf", tmp_path / "data", Path("/k/lib"),
+                                  compose=True)
+    assert "listeners=INTERNAL://:19092" in props.read_text()
+    assert [c[4] for c in formatted] == ["random-uuid", "format"]
+    (tmp_path / "data" / "meta.properties").write_text("")
+    runtime.kafka_prepare(Settings.load(env={}), tmp_path / "conf", tmp_path / "data", Path("/k/lib"), compose=True)
+    assert len(formatted) == 2, "formatted once"
+    cmd = runtime.kafka_command(tmp_path / "conf", Path("/k/lib"))
+    assert cmd[-2:] == ["kafka.Kafka", str(tmp_path / "conf" / "server.properties")]
+    stack = LocalStack(Settings.load(env={"SENSORLAKE_ENV_FILE": "/nonexistent"}).replace(
+        home=str(tmp_path / "home")), Paths(tmp_path / "cache"))
+    assert stack.services["kafka"].command() == runtime.kafka_command(stack.home / "kafka", stack.paths.kafka_lib)
+
+
+def test_kafka_init_creates_the_topics_the_bridge_would(compose, monkeypatch):
     init = compose["services"]["kafka-init"]
-    script = init["command"][-1]
+    assert init["command"] == ["kafka-init"]
+    settings = _settings_for(init)
+    assert settings.kafka_bootstrap == f"kafka:{services.KAFKA_INTERNAL_PORT}"
     for name in ("SENSORLAKE_KAFKA_TOPIC", "SENSORLAKE_KAFKA_DLQ_TOPIC", "SENSORLAKE_KAFKA_PARTITIONS",
                  "SENSORLAKE_KAFKA_RETENTION_MS"):
-        assert f"${name}" in script and name in _env(init)
-    assert "--if-not-exists" in script and f"kafka:{services.KAFKA_INTERNAL_PORT}" in script
+        assert name in _env(init)
+    from connectors.mqtt_kafka import kafka_io
+
+    attempts = []
+
+    def ensure_topics(s):
+        attempts.append(s)
+        if len(attempts) < 2:
+            raise OSError("broker not ready")
+        return [s.kafka_topic]
+
+    monkeypatch.setattr(kafka_io, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
+    assert runtime.create_topics(settings) == ["iot.readings.raw"] and len(attempts) == 2
 
 
 # ====================================================================== the shared Mosquitto script

@@ -31,8 +31,9 @@ def test_up_of_one_service_starts_what_it_waits_for_in_order(stack):
     assert stack.needs(["pipeline"]) == ["kafka", "flink-jobmanager", "flink-taskmanager", "expansion",
                                          "jobserver", "pipeline"]
     assert stack.needs(["catalog"]) == ["catalog"]
-    assert stack.needs(["generator", "flink-taskmanager"]) == ["mosquitto", "flink-jobmanager",
-                                                               "flink-taskmanager", "generator"]
+    # the generator waits for the bridge: readings sent before its first subscription would be lost
+    assert stack.needs(["generator", "flink-taskmanager"]) == ["mosquitto", "kafka", "flink-jobmanager",
+                                                               "flink-taskmanager", "bridge", "generator"]
 
 
 def test_up_of_an_unknown_service_names_the_choices(stack):
