@@ -1,13 +1,20 @@
-"""Reading Kafka with Beam's KafkaIO (a Java cross-language transform) and our expansion service."""
+"""Reading Kafka with Beam's KafkaIO (Java, in our expansion service), packed per partition.
+
+Beam's own Python ``ReadFromKafka`` hands every record over as a schema'd Row, and decoding those
+rows in Python cost more than everything the job does with them (bench/PIPELINE.md). Our Java
+transform ``ReadKafkaBatches`` (flink/jobserver) packs each bundle's records per partition into
+one bytes element instead, and ``unpack_batch`` reads it with ``struct``.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import struct
+from typing import Iterator, NamedTuple
 
 import apache_beam as beam
 import grpc
-from apache_beam.io.kafka import ReadFromKafka
-from apache_beam.transforms.external import ExpansionAndArtifactRetrievalStub
+from apache_beam.transforms.external import (ExpansionAndArtifactRetrievalStub, ExternalTransform,
+                                             ImplicitSchemaPayloadBuilder)
 
 from sensorlake.settings import Settings
 
@@ -21,12 +28,56 @@ class KafkaRecord(NamedTuple):
     headers: dict[str, bytes]
 
 
-def _to_record(row) -> KafkaRecord:
-    headers = {}
-    for h in row.headers or []:
-        # KafkaIO hands headers over as rows of (key, value).
-        headers[h.key] = h.value
-    return KafkaRecord(int(row.partition), int(row.offset), int(row.timestamp), row.key, row.value, headers)
+READ_KAFKA_BATCHES_URN = "beam:transform:io.sensorlake:read_kafka_batches:v1"
+_HEAD = struct.Struct(">qqi")  # offset, timestamp_ms, key length
+_LEN = struct.Struct(">i")
+
+
+def _field(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    (n,) = _LEN.unpack_from(buf, pos)
+    pos += 4
+    if n < 0:
+        return None, pos
+    return buf[pos:pos + n], pos + n
+
+
+def pack_batch(records: list[KafkaRecord]) -> bytes:
+    """The batch format of ReadKafkaBatches.java (for tests; the job's batches come from Java)."""
+    out = bytearray()
+
+    def field(b):
+        out.extend(_LEN.pack(-1) if b is None else _LEN.pack(len(b)) + b)
+
+    for r in records:
+        out.extend(struct.pack(">qq", r.offset, r.timestamp_ms))
+        field(r.key)
+        field(r.value)
+        out.extend(_LEN.pack(len(r.headers)))
+        for k, v in r.headers.items():
+            field(k.encode())
+            field(v)
+    return bytes(out)
+
+
+def unpack_batch(element: tuple[int, bytes]) -> Iterator[KafkaRecord]:
+    """(partition, batch) -> its records, in offset order."""
+    partition, buf = element
+    pos, end = 0, len(buf)
+    while pos < end:
+        offset, ts, n = _HEAD.unpack_from(buf, pos)
+        pos += 20
+        if n < 0:
+            key = None
+        else:
+            key, pos = buf[pos:pos + n], pos + n
+        value, pos = _field(buf, pos)
+        (count,) = _LEN.unpack_from(buf, pos)
+        pos += 4
+        headers = {}
+        for _ in range(count):
+            name, pos = _field(buf, pos)
+            headers[name.decode()], pos = _field(buf, pos)
+        yield KafkaRecord(partition, offset, ts, key, value, headers)
 
 
 class ExpansionService:
@@ -55,8 +106,9 @@ class ExpansionService:
         return f"ExpansionService({self.address!r})"
 
 
-class ReadKafkaRecords(beam.PTransform):
-    """Every record of the topic with its coordinates, from the committed offsets on.
+class ReadKafkaBatches(beam.PTransform):
+    """(kafka partition, packed batch) elements covering every record of the topic, from the
+    committed offsets on (unpack_batch reads them).
 
     The CreateTime policy makes the watermark follow the producers' (the bridge's) event time.
     Offsets are committed on checkpoint finalisation and the reader state is in Flink checkpoints.
@@ -69,20 +121,18 @@ class ReadKafkaRecords(beam.PTransform):
         self._topic = topic or settings.kafka_topic
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ReadFromKafka" >> ReadFromKafka(
-                consumer_config={
-                    "bootstrap.servers": self._settings.kafka_bootstrap,
-                    "group.id": self._group_id,
-                    "auto.offset.reset": "earliest",
-                    "enable.auto.commit": "false",
-                },
-                topics=[self._topic],
-                with_metadata=True,
-                commit_offset_in_finalize=True,
-                timestamp_policy=ReadFromKafka.create_time_policy,
-                expansion_service=ExpansionService(self._settings.expansion_endpoint),
-            )
-            | "ToKafkaRecord" >> beam.Map(_to_record)
-        )
+        return pbegin | "ReadKafkaBatches" >> ExternalTransform(
+            READ_KAFKA_BATCHES_URN,
+            ImplicitSchemaPayloadBuilder({
+                "bootstrap_servers": self._settings.kafka_bootstrap,
+                "topic": self._topic,
+                "group_id": self._group_id,
+            }),
+            ExpansionService(self._settings.expansion_endpoint))
+
+
+class ReadKafkaRecords(ReadKafkaBatches):
+    """Every record of the topic with its coordinates, one element each (ReadKafkaBatches unpacked)."""
+
+    def expand(self, pbegin):
+        return super().expand(pbegin) | "Unpack" >> beam.FlatMap(unpack_batch)

@@ -5,12 +5,14 @@
 - Flink: the PyPI distribution (apache-flink + apache-flink-libraries) in a venv of its own,
   because it pins an old apache-beam and pyarrow that cannot share a venv with the pipeline.
 - Kafka broker and the Beam job server / expansion service: jars from Maven Central (mvn).
-Each part is complete when its marker file exists, so an interrupted install resumes.
+Each part is complete when its marker file exists, so an interrupted install resumes; the services
+jar is rebuilt when flink/jobserver (pom or Java sources) changes.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -47,6 +49,11 @@ class Paths:
     @property
     def beam_services(self) -> Path:
         return self.cache / f"beam-services-{BEAM_VERSION}-flink-{FLINK_VERSION}"
+
+    @property
+    def beam_job_jar(self) -> Path:
+        """What a job needs of the classpath, in one file (the job server stages it with each job)."""
+        return self.beam_services / "sensorlake-beam-job.jar"
 
     @property
     def beam_classpath(self) -> str:
@@ -165,23 +172,37 @@ def ensure_kafka(paths: Paths) -> Path:
     return paths.kafka_lib
 
 
+def _sources_digest(project: Path) -> str:
+    """What the services jar is built from (pom and Java sources): a change rebuilds it."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in [project / "pom.xml", *(project / "src").rglob("*")] if p.is_file()):
+        h.update(f.relative_to(project).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def ensure_beam_services(paths: Paths) -> Path:
-    done = paths.beam_services / MARKER
-    if done.exists():
-        return paths.beam_services
-    _say(f"fetching Beam {BEAM_VERSION} Flink job server and expansion service jars from Maven Central (about 200 MB)")
     project = REPO_ROOT / "flink" / "jobserver"
+    done = paths.beam_services / MARKER
+    digest = _sources_digest(project)
+    if done.exists() and done.read_text().strip() == digest:
+        return paths.beam_services
+    if done.exists():
+        _say("rebuilding the Beam services jar: flink/jobserver changed since it was built")
+    else:
+        _say(f"fetching Beam {BEAM_VERSION} Flink job server and expansion service jars from Maven Central "
+             "(about 200 MB)")
     paths.beam_services.mkdir(parents=True, exist_ok=True)
     _run([_mvn(), "-B", "-q", "-f", str(project / "pom.xml"), "package"],
          paths.logs / "beam-mvn.log", "mvn package (Beam job server)")
     target = project / "target"
-    jar = next(target.glob("sensorlake-beam-services-*.jar"))
+    jar = next(j for j in target.glob("sensorlake-beam-services-*.jar") if not j.stem.endswith("-job"))
     shutil.copy2(jar, paths.beam_services / "sensorlake-beam-services.jar")
+    shutil.copy2(next(target.glob("sensorlake-beam-services-*-job.jar")), paths.beam_job_jar)
     lib = paths.beam_services / "lib"
     if lib.exists():
         shutil.rmtree(lib)
     shutil.copytree(target / "lib", lib)
-    done.touch()
+    done.write_text(digest + "\n")
     return paths.beam_services
 
 
