@@ -13,6 +13,7 @@ a stateful DoFn sees exactly the sequence it would have seen element by element.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import zlib
 from typing import Any, Tuple
@@ -34,14 +35,43 @@ class Batch(list):
     """The values of one key from one bundle, in arrival order."""
 
 
+def _is_named_tuple(cls: type) -> bool:
+    return issubclass(cls, tuple) and hasattr(cls, "_fields")
+
+
 class BatchCoder(coders.Coder):
-    """A whole batch as one pickle: repeated classes and strings are written once per batch."""
+    """A whole batch as one pickle: repeated classes and strings are written once per batch.
+
+    NamedTuples (the job's records) travel as plain tuples plus their class: pickling a NamedTuple
+    calls its Python-level ``__getnewargs__`` once per record, which made pickling the largest
+    cost of a batch (bench/PIPELINE.md); plain tuples are pickled, and rebuilt, in C.
+    """
 
     def encode(self, value):
-        return pickle.dumps(list(value), protocol=pickle.HIGHEST_PROTOCOL)
+        kinds = list(map(type, value))
+        classes = list(dict.fromkeys(kinds))
+        if classes and all(map(_is_named_tuple, classes)):
+            tuples = list(map(tuple, value))
+            if len(classes) == 1:
+                return pickle.dumps((classes[0], tuples), protocol=pickle.HIGHEST_PROTOCOL)
+            index = {c: i for i, c in enumerate(classes)}
+            which = bytes(map(index.__getitem__, kinds)) if len(classes) < 256 else None
+            if which is not None:
+                return pickle.dumps((classes, which, tuples), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((list(value),), protocol=pickle.HIGHEST_PROTOCOL)
 
     def decode(self, encoded):
-        return Batch(pickle.loads(encoded))
+        parts = pickle.loads(encoded)
+        if isinstance(parts, list):  # written before the tuple forms (a savepoint of an older job)
+            return Batch(parts)
+        if len(parts) == 1:
+            return Batch(parts[0])
+        if len(parts) == 2:
+            cls, tuples = parts
+            return Batch(map(functools.partial(tuple.__new__, cls), tuples))
+        classes, which, tuples = parts
+        new = [functools.partial(tuple.__new__, c) for c in classes]
+        return Batch([new[i](t) for i, t in zip(which, tuples)])
 
     def is_deterministic(self):
         return False

@@ -2,9 +2,10 @@
 
 Duplicates reach Kafka at new offsets (QoS 1 redeliveries, a bridge restarted before its acks
 went out, a generator's deliberate duplicates), so offsets cannot tell them apart; the reading's
-own key can. State is per sensor and bounded: seqs are kept as merged [lo, hi] ranges (a few
-ranges per sensor in practice) within ``seq_horizon`` of the newest seq, event times within
-``time_horizon_ms`` of the newest one. The state lives in Flink checkpoints together with the
+own key can. The bridge keys every Kafka record by its sensor id, so all copies of a reading are in
+one Kafka partition, and the job de-duplicates per partition (pipelines/raw_lake.py). State is per
+sensor and bounded: seqs are kept as merged [lo, hi] ranges (a few ranges per sensor in practice)
+within ``seq_horizon`` of the newest seq, event times within ``time_horizon_ms`` of the newest one. The state lives in Flink checkpoints together with the
 Kafka offsets, so a restore replays records against the state they were first judged with.
 
 Without a seq (the challenge's messages) event time is compared to the millisecond: two readings
@@ -15,14 +16,6 @@ counted as a duplicate (docs/contract.md). At one reading a second that never ha
 from __future__ import annotations
 
 import bisect
-
-import apache_beam as beam
-from apache_beam.coders import PickleCoder
-from apache_beam.metrics import Metrics
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-
-from pipelines.batching import group_per_bundle, shard_of
-from pipelines.sinks import LakeRecord
 
 
 def add_seq(ranges: list[list[int]], seq: int) -> bool:
@@ -52,34 +45,21 @@ def prune_seqs(ranges: list[list[int]], horizon: int) -> None:
         ranges[0][0] = floor
 
 
-class _DedupeBySensor(beam.DoFn):
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+class SeenReadings:
+    """Which readings each sensor has already sent: the first copy of a reading is fresh.
 
-    def __init__(self, seq_horizon: int, time_horizon_ms: int):
+    The state (``by_sensor``: sensor id -> {"seqs": ranges, "times": ms}) is the caller's, kept
+    in Flink state next to the Kafka offsets it describes.
+    """
+
+    def __init__(self, seq_horizon: int = 1_000_000, time_horizon_ms: int = 3_600_000):
         self._seq_horizon = seq_horizon
         self._time_horizon_ms = time_horizon_ms
-        self._duplicates = Metrics.counter("dedupe", "duplicates")
-        self._unique = Metrics.counter("dedupe", "unique")
 
-    def process(self, element, seen=beam.DoFn.StateParam(SEEN)):
-        _, records = element  # one shard's records of one bundle, in Kafka order
-        by_sensor: dict[str, dict] = seen.read() or {}
-        changed = False
-        for record in records:
-            state = by_sensor.get(record.row["sensor_id"])
-            if state is None:
-                state = by_sensor[record.row["sensor_id"]] = {"seqs": [], "times": []}
-            if self._fresh(state, record.row):
-                changed = True
-                self._unique.inc()
-                yield record
-            else:
-                self._duplicates.inc()
-                yield record._replace(dataset=None, row=None)  # consumed, written nowhere
-        if changed:
-            seen.write(by_sensor)
-
-    def _fresh(self, state: dict, row: dict) -> bool:
+    def fresh(self, by_sensor: dict, row: dict) -> bool:
+        state = by_sensor.get(row["sensor_id"])
+        if state is None:
+            state = by_sensor[row["sensor_id"]] = {"seqs": [], "times": []}
         if row["seq"] is not None:
             fresh = add_seq(state["seqs"], int(row["seq"]))
             if fresh:
@@ -97,31 +77,4 @@ class _DedupeBySensor(beam.DoFn):
         return True
 
 
-class DedupeReadings(beam.PTransform):
-    """Passes the first copy of each reading; later copies become dataset=None LakeRecords.
-
-    Records of other datasets (rejected payloads) pass through untouched.
-    """
-
-    def __init__(self, raw_dataset: str, seq_horizon: int = 1_000_000, time_horizon_ms: int = 3_600_000,
-                 shards: int = 64):
-        super().__init__()
-        self._raw_dataset = raw_dataset
-        self._shards = shards
-        self._seq_horizon = seq_horizon
-        self._time_horizon_ms = time_horizon_ms
-
-    def expand(self, records):
-        raw_ds, shards = self._raw_dataset, self._shards
-        raw, other = records | "SplitRaw" >> beam.Partition(
-            lambda r, _: 0 if r.dataset == raw_ds else 1, 2)
-        deduped = (
-            raw
-            | "KeyByShard" >> beam.Map(lambda r: (shard_of(r.row["sensor_id"], shards), r))
-            | "BatchByShard" >> group_per_bundle()
-            | "DropDuplicates" >> beam.ParDo(_DedupeBySensor(self._seq_horizon, self._time_horizon_ms))
-        )
-        return (deduped, other) | "Merge" >> beam.Flatten()
-
-
-__all__ = ["DedupeReadings", "LakeRecord", "add_seq", "prune_seqs"]
+__all__ = ["SeenReadings", "add_seq", "prune_seqs"]

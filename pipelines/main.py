@@ -1,11 +1,11 @@
 """The Sensorlake streaming job: every Kafka record into the lake once, and 1-minute rows with quality.
 
-Kafka (KafkaIO) -> ParseReadings -+-> DedupeReadings -> WriteLakeChunks
-                                  |     raw/readings/date=/hour=/   every distinct reading, payload kept
-                                  |     rejected/readings/date=/    payloads that are not readings, and why
-                                  +-> ResampleAndScore -> WriteWindowFiles
-                                        curated/readings_1min/date=/        per sensor-minute, in-range values
-                                        quality/sensor_quality_1min/date=/  completeness, validity, status
+Kafka (ReadKafkaBatches, Java) -> WriteRawLake: per Kafka partition, parse, de-duplicate, write
+                                    |   raw/readings/date=/hour=/   every distinct reading, payload kept
+                                    |   rejected/readings/date=/    payloads that are not readings, and why
+                                    +-> readings -> ResampleAndScore -> WriteWindowFiles
+                                          curated/readings_1min/date=/        per sensor-minute, in-range values
+                                          quality/sensor_quality_1min/date=/  completeness, validity, status
   raw/sensors/version=<UTC>/  each registry version, stored at start and whenever the file changes
 
 One job rather than two: both branches need the same parse, and one consumer group keeps the raw
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from pipelines.dedupe import DedupeReadings
-from pipelines.kafka_io import ReadKafkaRecords
+from pipelines.kafka_io import ReadKafkaBatches
 from pipelines.options import flink_options
-from pipelines.parsing import ParseReadings
+from pipelines.raw_lake import WriteRawLake
 from pipelines.registry_source import RegistrySource, store_registry_version
-from pipelines.sinks import WriteLakeChunks, WriteWindowFiles
+from pipelines.sinks import WriteWindowFiles
 from pipelines.windows import ResampleAndScore, WindowSettings
 from sensorlake import lake
 from sensorlake.quality import Thresholds
@@ -34,15 +33,12 @@ from sensorlake.settings import ROLE_SETTINGS, Settings
 JOB_NAME = Settings.model_fields["job_name"].default
 def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_seconds: float,
           chunk_size: int, group_id: str, window_flush_seconds: float) -> None:
-    parsed = (p
-              | "ReadKafka" >> ReadKafkaRecords(settings, group_id=group_id)
-              | "Parse" >> beam.ParDo(ParseReadings(registry, topic_prefix=settings.mqtt_topic_prefix))
-              .with_outputs(ParseReadings.READINGS_TAG, main="lake"))
-    (parsed.lake
-     | "Dedupe" >> DedupeReadings(lake.RAW_READINGS_DATASET, shards=settings.state_shards)
-     | "WriteLake" >> WriteLakeChunks(settings.lake, lake.BY_NAME, chunk_size=chunk_size,
-                                      flush_seconds=flush_seconds))
-    (parsed[ParseReadings.READINGS_TAG]
+    readings = (p
+                | "ReadKafka" >> ReadKafkaBatches(settings, group_id=group_id)
+                | "RawLake" >> WriteRawLake(registry, settings.lake, lake.BY_NAME, lake.RAW_READINGS_DATASET,
+                                            topic_prefix=settings.mqtt_topic_prefix, chunk_size=chunk_size,
+                                            flush_seconds=flush_seconds))
+    (readings
      | "ResampleAndScore" >> ResampleAndScore(
          registry, Thresholds.from_settings(settings), WindowSettings.from_settings(settings),
          settings.heartbeat_interval_ms)

@@ -31,7 +31,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 
-from pipelines.batching import group_per_bundle, shard_of
+from pipelines.batching import Batch, BatchCoder, group_per_bundle, shard_of
 from sensorlake.lake import Dataset
 
 
@@ -80,7 +80,7 @@ class _BufferedWriter(beam.DoFn):
     unflushed row, so a file is rewritten at most every ``flush_seconds`` however fast rows come,
     and an idle key costs nothing. Subclasses say what a flush writes."""
 
-    ROWS = BagStateSpec("rows", PickleCoder())
+    ROWS = BagStateSpec("rows", BatchCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     WRITTEN = ReadModifyWriteStateSpec("written", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
@@ -95,7 +95,10 @@ class _BufferedWriter(beam.DoFn):
     def process(self, element, rows=beam.DoFn.StateParam(ROWS), armed=beam.DoFn.StateParam(ARMED),
                 flush=beam.DoFn.TimerParam(FLUSH)):
         _, batch = element
-        rows.add(list(batch))  # one bag entry per batch: one state append per key per bundle
+        self.buffer(batch, rows, armed, flush)
+
+    def buffer(self, batch: list, rows, armed, flush) -> None:
+        rows.add(batch)  # one bag entry per batch: one state append per key per bundle
         if not armed.read():
             flush.set(time.time() + self._flush_seconds)
             armed.write(True)
@@ -122,25 +125,38 @@ class _BufferedWriter(beam.DoFn):
 
 
 class _ChunkWriter(_BufferedWriter):
+    """Keyed by Kafka partition: each flush rewrites the files of every chunk that gained rows, and
+    a chunk whose offsets have all been seen is sealed (its rows leave state)."""
+
     def __init__(self, lake: str, datasets: Mapping[str, Dataset], chunk_size: int, flush_seconds: float):
         super().__init__(lake, datasets, flush_seconds)
         self._chunk_size = chunk_size
         self._chunks_sealed = Metrics.counter("sinks", "chunks_sealed")
 
     def flush(self, key, rows, written) -> None:
-        kafka_partition, chunk = key
-        by_offset = {r.kafka_offset: r for r in self.buffered(rows)}  # a replayed record replaces itself
-        n = len(by_offset)
-        before = written.read()
-        if n != (before or 0):
-            # No state about this chunk (a job started again without its checkpoint): the chunk's
-            # files may already hold rows of offsets this run will never see again, so keep them.
-            self._write_chunk(kafka_partition, chunk, by_offset.values(), merge=before is None)
-            written.write(n)
-        if n >= self._chunk_size:
-            rows.clear()
-            written.clear()
-            self._chunks_sealed.inc()
+        kafka_partition = key
+        chunks: dict[int, dict[int, LakeRecord]] = defaultdict(dict)
+        for r in self.buffered(rows):  # a replayed record replaces itself
+            chunks[r.kafka_offset // self._chunk_size][r.kafka_offset] = r
+        counts = written.read() or {}  # chunk -> records in its files
+        still_open = Batch()
+        for chunk, by_offset in sorted(chunks.items()):
+            n = len(by_offset)
+            before = counts.get(chunk)
+            if n != (before or 0):
+                # No state about this chunk (a job started again without its checkpoint): the
+                # chunk's files may already hold rows of offsets this run will never see again.
+                self._write_chunk(kafka_partition, chunk, by_offset.values(), merge=before is None)
+                counts[chunk] = n
+            if n >= self._chunk_size:
+                del counts[chunk]
+                self._chunks_sealed.inc()
+            else:
+                still_open.extend(by_offset.values())
+        rows.clear()
+        if still_open:
+            rows.add(still_open)
+        written.write(counts)
 
     def _write_chunk(self, kafka_partition: int, chunk: int, records: Iterable[LakeRecord], merge: bool) -> None:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -168,16 +184,13 @@ class WriteLakeChunks(beam.PTransform):
         self._flush_seconds = flush_seconds
 
     def expand(self, records):
-        size = self._chunk_size
         return (
             records
-            | "KeyByChunk" >> beam.Map(lambda r: ((r.kafka_partition, r.kafka_offset // size), r))
-            | "BatchByChunk" >> group_per_bundle()
+            | "KeyByPartition" >> beam.Map(lambda r: (r.kafka_partition, r))
+            | "BatchByPartition" >> group_per_bundle()
             | "FlushChunks" >> beam.ParDo(
-                _ChunkWriter(self._lake, self._datasets, size, self._flush_seconds))
+                _ChunkWriter(self._lake, self._datasets, self._chunk_size, self._flush_seconds))
         )
-
-
 
 
 class _WindowFileWriter(_BufferedWriter):

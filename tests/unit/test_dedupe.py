@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.dedupe import DedupeReadings, add_seq, prune_seqs
+from pipelines.dedupe import SeenReadings, add_seq, prune_seqs
 from pipelines.registry_source import store_registry_version
 from pipelines.sinks import LakeRecord
 
@@ -30,19 +27,17 @@ def test_seq_ranges_merge_and_detect_repeats():
 
 
 @pytest.mark.parametrize("with_seq", [True, False])
-def test_duplicates_become_unwritten_records(with_seq):
+def test_only_the_first_copy_of_a_reading_is_fresh(with_seq):
     recs = [
         _rec(0, "1", 0 if with_seq else None, 0), _rec(1, "1", 1 if with_seq else None, 1),
         _rec(2, "2", 0 if with_seq else None, 0),
         _rec(3, "1", 0 if with_seq else None, 0),  # redelivered copy of offset 0
         _rec(4, "1", 1 if with_seq else None, 1),  # and of offset 1
-        LakeRecord(0, 5, "rejected/readings", {"payload": b"x"}),
+        _rec(5, "2", 1 if with_seq else None, 1),
     ]
-    with TestPipeline() as p:
-        out = p | beam.Create(recs) | DedupeReadings("raw/readings")
-        assert_that(out | beam.Map(lambda r: (r.kafka_offset, r.dataset)),
-                    equal_to([(0, "raw/readings"), (1, "raw/readings"), (2, "raw/readings"),
-                              (3, None), (4, None), (5, "rejected/readings")]))
+    seen, by_sensor = SeenReadings(), {}
+    assert [seen.fresh(by_sensor, r.row) for r in recs] == [True, True, True, False, False, True]
+    assert set(by_sensor) == {"1", "2"}
 
 
 def test_registry_versions_are_stored_once_per_content(tmp_path):
@@ -65,7 +60,6 @@ def test_the_challenges_messages_are_never_merged_but_one_sensors_same_milliseco
 
     from apache_beam.metrics import Metrics
 
-    from pipelines.dedupe import _DedupeBySensor
     from pipelines.kafka_io import KafkaRecord
     from pipelines.parsing import ParseReadings
 
@@ -75,15 +69,6 @@ def test_the_challenges_messages_are_never_merged_but_one_sensors_same_milliseco
 
         def inc(self, n=1):
             self.counts[self.name] = self.counts.get(self.name, 0) + n
-
-    class State:
-        value = None
-
-        def read(self):
-            return self.value
-
-        def write(self, value):
-            self.value = value
 
     payloads = []
     for sec in range(120):
@@ -100,14 +85,13 @@ def test_the_challenges_messages_are_never_merged_but_one_sensors_same_milliseco
     counts: dict[str, int] = {}
     with mock.patch.object(Metrics, "counter", lambda namespace, name: Inc(counts, name)):
         parse = ParseReadings({}, clock=lambda: (T0 + dt.timedelta(hours=1)).timestamp())
-        dedupe = _DedupeBySensor(1_000_000, 3_600_000)
     records = []
     for offset, payload in enumerate(payloads + extra):
         (lake_record, _reading) = parse.process(KafkaRecord(0, offset, 0, None, payload, {"mqtt_topic": b"sensors"}))
         assert lake_record.dataset == "raw/readings", lake_record.row
         records.append(lake_record)
-    out = list(dedupe.process((0, records), State()))
-    kept = [r.kafka_offset for r in out if r.dataset is not None]
+    seen, by_sensor = SeenReadings(), {}
+    kept = [r.kafka_offset for r in records if seen.fresh(by_sensor, r.row)]
     assert kept == list(range(len(payloads)))  # every challenge message, none merged
-    # the redelivery and the same-millisecond reading
-    assert (counts["unique"], counts["duplicates"]) == (len(payloads), 2)
+    # the redelivery and the same-millisecond reading are the only ones not fresh
+    assert len(records) - len(kept) == 2 and counts["parsed"] == len(records)

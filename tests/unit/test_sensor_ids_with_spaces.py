@@ -20,7 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from connectors.mqtt_kafka.records import RecordBuilder
 from pipelines.batching import GroupPerBundle
-from pipelines.dedupe import _DedupeBySensor
+from pipelines.dedupe import SeenReadings
 from pipelines.kafka_io import KafkaRecord
 from pipelines.parsing import ParseReadings
 from pipelines.registry_source import store_registry_version
@@ -58,6 +58,9 @@ class _State:
     def clear(self):
         self.value = None
 
+    def add(self, item):  # as a bag
+        self.value = [*(self.value or []), item]
+
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
@@ -87,7 +90,6 @@ def lake(tmp_path_factory):
 
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Inc()):
         parse = ParseReadings(registry, clock=lambda: NOW.timestamp(), topic_prefix="sensors")
-        dedupe = _DedupeBySensor(1_000_000, 3_600_000)
         heartbeats = AddHeartbeats(5_000, WindowSettings().shards)
         minutes = SensorMinutes(lambda: registry, Thresholds(), WindowSettings(), clock=lambda: NOW.timestamp())
     heartbeats.setup()
@@ -95,8 +97,8 @@ def lake(tmp_path_factory):
     for rec in records:
         for out in parse.process(rec):
             (observations if hasattr(out, "tag") else lake_rows).append(getattr(out, "value", out))
-    seen = _State()
-    kept = [r for r in dedupe.process((0, lake_rows), seen) if r.dataset is not None]
+    seen, by_sensor = SeenReadings(), {}
+    kept = [r for r in lake_rows if seen.fresh(by_sensor, r.row)]
     assert len(kept) == len(lake_rows) == len(records), "no challenge message merged, none rejected"
 
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Inc()):
@@ -106,7 +108,7 @@ def lake(tmp_path_factory):
     for r in kept:
         by_partition[r.kafka_partition].append(r)
     for partition, rs in by_partition.items():  # what the sink's flush timer writes
-        chunks.flush((partition, 0), _State([rs]), _State())
+        chunks.flush(partition, _State([rs]), _State())
 
     group = GroupPerBundle()
     group.start_bundle()

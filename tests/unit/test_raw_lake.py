@@ -1,0 +1,56 @@
+"""The raw stage per Kafka partition: packed batches in, raw/ and rejected/ chunk files out, each
+reading once, and every parsed reading handed on to the 1-minute windows."""
+
+from __future__ import annotations
+
+import glob
+import json
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.kafka_io import KafkaRecord, pack_batch
+from pipelines.raw_lake import WriteRawLake
+from sensorlake import lake as lakedef
+from sensorlake.registry import parse_registry
+
+T0 = 1_795_885_200_000  # 2026-11-28T17:00:00Z
+REGISTRY = parse_registry(json.dumps({
+    "Sensor 1": {"unit": "C", "type": "temperature", "range": [0, 45], "description": "Main Entrance"},
+    "Sensor 2": {"unit": "C", "type": "temperature", "range": [0, 45], "description": "Kitchen"}}))
+
+
+def _reading(partition, offset, sensor, seq, second):
+    payload = json.dumps({"id": sensor, "dt": f"2026-11-28T17:00:{second:02d}.250", "value": 20 + seq, "seq": seq})
+    return KafkaRecord(partition, offset, T0 + second * 1000, sensor.encode(), payload.encode(),
+                       {"mqtt_topic": b"sensors", "receive_ms": b"%d" % (T0 + second * 1000 + 40)})
+
+
+def test_each_reading_once_in_raw_rejects_in_rejected_and_all_readings_to_the_windows(tmp_path):
+    p0 = [_reading(0, o, "Sensor 1", o, o) for o in range(5)]
+    p0_redelivered = [_reading(0, 5, "Sensor 1", 3, 3), _reading(0, 6, "Sensor 1", 4, 4)]
+    p1 = [_reading(1, o, "Sensor 2", o, o) for o in range(3)]
+    bad = KafkaRecord(1, 3, T0, None, b"{not json", {"mqtt_topic": b"sensors"})
+    batches = [(0, pack_batch(p0[:3])), (1, pack_batch(p1 + [bad])), (0, pack_batch(p0[3:] + p0_redelivered))]
+    with TestPipeline() as p:
+        readings = (p | beam.Create(batches)
+                    | WriteRawLake(REGISTRY, str(tmp_path), lakedef.BY_NAME, lakedef.RAW_READINGS_DATASET,
+                                   chunk_size=4, flush_seconds=0, clock=lambda: T0 / 1000 + 3600))
+        assert_that(readings | beam.Map(lambda o: (o.sensor_id, o.seq, o.partition)),
+                    equal_to([("Sensor 1", s, 0) for s in (0, 1, 2, 3, 4, 3, 4)]
+                             + [("Sensor 2", s, 1) for s in range(3)]))
+
+    def rows(dataset):
+        files = sorted(glob.glob(f"{tmp_path}/{dataset}/**/*.parquet", recursive=True))
+        return files, [r for f in files for r in pq.read_table(f).to_pylist()]
+
+    files, raw = rows(lakedef.RAW_READINGS_DATASET)
+    assert sorted((r["sensor_id"], r["seq"], r["kafka_offset"]) for r in raw) == (
+        [("Sensor 1", s, s) for s in range(5)] + [("Sensor 2", s, s) for s in range(3)])
+    # chunks of 4 offsets per partition: p0 offsets 0-3 and 4-6, p1 offsets 0-3
+    assert [f.rsplit("/", 1)[1] for f in files] == [
+        "part-p000-c000000000.parquet", "part-p000-c000000001.parquet", "part-p001-c000000000.parquet"]
+    _, rejected = rows(lakedef.REJECTED_READINGS_DATASET)
+    assert [(r["kafka_partition"], r["kafka_offset"], r["reason_code"]) for r in rejected] == [(1, 3, "not_json")]
