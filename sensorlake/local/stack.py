@@ -104,6 +104,7 @@ class LocalStack:
             flink_state_dir=self.home / "flink",
             flink_work_dir=self.home / "flink",
             beam_classpath=self.paths.beam_classpath,
+            beam_job_jar=self.paths.beam_job_jar,
             artifacts_dir=self.home / "jobserver" / "artifacts",
             bind_host="127.0.0.1",
             taskmanager_host="127.0.0.1",

@@ -592,6 +592,7 @@ def test_container_runtimes_bind_inside_the_network_and_advertise_service_names(
     # java options come from the distribution, as in the local stack
     assert services.java_module_opts(container.flink_home) == ["--a=1", "--b=2"]
     assert jobserver[:4] == ["java", "--a=1", "--b=2", services.JAVA_HEAP["jobserver"]]
+    assert f"-Dsensorlake.job.jar={CONTAINER.beam_job_jar}" in jobserver  # one jar staged per job
 
 
 def test_kafka_broker_properties_are_the_descriptions(compose):

@@ -1,12 +1,12 @@
 package io.sensorlake.beam;
 
-import org.apache.beam.runners.flink.FlinkJobInvoker;
 import org.apache.beam.runners.flink.FlinkJobServerDriver;
 import org.apache.beam.runners.jobsubmission.JobServerDriver;
 
 /**
  * Beam's Flink job server (same flags as FlinkJobServerDriver), with the job and artifact
- * endpoints bound to --job-host only instead of every interface.
+ * endpoints bound to --job-host only instead of every interface, staging one job jar with each
+ * job instead of its classpath ({@link JobJarInvoker}).
  */
 public final class JobServer extends JobServerDriver {
   private JobServer(FlinkJobServerDriver.FlinkServerConfiguration config) {
@@ -14,7 +14,7 @@ public final class JobServer extends JobServerDriver {
         config,
         new LoopbackServerFactory(config.getHost()),
         new LoopbackServerFactory(config.getHost()),
-        () -> FlinkJobInvoker.create(config));
+        () -> new JobJarInvoker(config));
   }
 
   public static void main(String[] args) {

@@ -1,0 +1,63 @@
+package io.sensorlake.beam;
+
+import java.io.File;
+import java.util.ArrayList;
+import java.util.List;
+import org.apache.beam.model.pipeline.v1.RunnerApi;
+import org.apache.beam.runners.flink.FlinkJobInvoker;
+import org.apache.beam.runners.flink.FlinkJobServerDriver;
+import org.apache.beam.runners.flink.FlinkPipelineOptions;
+import org.apache.beam.runners.flink.FlinkPipelineRunner;
+import org.apache.beam.runners.jobsubmission.JobInvocation;
+import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.util.construction.resources.PipelineResources;
+import org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.util.concurrent.ListeningExecutorService;
+
+/**
+ * Beam's Flink invoker, staging one job jar instead of the job server's classpath.
+ *
+ * <p>Beam uploads the job server's whole classpath with every job: 190 jars here, and Flink's
+ * upload costs about 0.1 s per file (15 of the 27 s from submission to RUNNING). The job jar
+ * (system property {@code sensorlake.job.jar}, built by pom.xml's shade plugin) holds the same
+ * classes in one file, without Flink's own jars, which the cluster already has and never loads
+ * from a job ({@code org.apache.flink.} classes resolve parent-first). Without the property, the
+ * classpath is staged as Beam does, minus Flink's jars.
+ */
+final class JobJarInvoker extends FlinkJobInvoker {
+  private final List<String> filesToStage;
+
+  JobJarInvoker(FlinkJobServerDriver.FlinkServerConfiguration config) {
+    super(config);
+    filesToStage = new ArrayList<>();
+    String jobJar = System.getProperty("sensorlake.job.jar");
+    if (jobJar != null && !jobJar.isEmpty()) {
+      if (!new File(jobJar).isFile()) {
+        throw new IllegalArgumentException("sensorlake.job.jar: no such file: " + jobJar);
+      }
+      filesToStage.add(jobJar);
+      return;
+    }
+    for (String path :
+        PipelineResources.detectClassPathResourcesToStage(
+            JobJarInvoker.class.getClassLoader(), PipelineOptionsFactory.create())) {
+      if (!new File(path).getName().startsWith("flink-")) {
+        filesToStage.add(path);
+      }
+    }
+  }
+
+  @Override
+  protected JobInvocation createJobInvocation(
+      String invocationId,
+      String retrievalToken,
+      ListeningExecutorService executorService,
+      RunnerApi.Pipeline pipeline,
+      FlinkPipelineOptions flinkOptions,
+      PortablePipelineRunner beamsRunner) {
+    // No --flink-conf-dir is given to our job server, so Beam's runner had none either.
+    PortablePipelineRunner runner = new FlinkPipelineRunner(flinkOptions, null, filesToStage);
+    return super.createJobInvocation(
+        invocationId, retrievalToken, executorService, pipeline, flinkOptions, runner);
+  }
+}
