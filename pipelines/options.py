@@ -24,10 +24,11 @@ def flink_options(settings: Settings, job_name: str, extra: list[str] | None = N
         # ("mills" is the Java option's spelling; "millis" is silently discarded.)
         f"--max_bundle_size={settings.bundle_max_elements}",
         f"--max_bundle_time_mills={settings.bundle_max_ms}",
-        # Not --finish_bundle_before_checkpointing: it would stop the runner from parking a
-        # bundle's output in a checkpoint until the next bundle (on a topic gone quiet, the last
-        # batches wait for the next record), but with it the fault test lost readings from the
-        # 1-minute rows after a restore (tests/reliability/test_recovery.py, 2 of 2 runs).
+        # A bundle open at a checkpoint is finished before the barrier, so its output goes
+        # downstream at once. Without this the runner parks that output in the checkpoint until
+        # the stage's next bundle, and on a topic gone quiet the last readings waited for the next
+        # record (tests/integration/test_lake_pipeline.py produces once, then waits for them).
+        "--finish_bundle_before_checkpointing",
         # Checkpoints outlive a cancelled job, so it can be resumed from them.
         "--externalized_checkpoints_enabled",
     ]

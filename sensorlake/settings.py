@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     checkpoint_interval_ms: int = _opt(10_000, "Flink checkpoint interval.", ge=1)
     bundle_max_elements: int = _opt(
         50_000, "Elements per Beam bundle at most: each keyed stage gets one batch per key per bundle.", ge=1)
-    bundle_max_ms: int = _opt(5_000, "A Beam bundle is closed after this long (adds at most this to freshness).",
+    bundle_max_ms: int = _opt(2_000, "A Beam bundle is closed after this long (adds at most this to freshness).",
                               ge=1)
 
     # Event time, 1-minute windows and quality (docs/design.md, "Quality definitions")
