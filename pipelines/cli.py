@@ -17,7 +17,7 @@ import signal
 import sys
 
 from pipelines import main
-from sensorlake import flink_rest
+from sensorlake import flink_rest, memory
 from sensorlake.registry import RegistryError
 from sensorlake.settings import Settings
 
@@ -62,6 +62,8 @@ def _raise_stop(signum, frame):  # noqa: ARG001 - signal handler signature
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_args(args)
     loopback = settings.environment_type.upper() == "LOOPBACK"
+    if loopback:  # the job's Python workers are threads of this process
+        memory.keep_heap_flat()
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

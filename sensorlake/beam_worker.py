@@ -32,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sensorlake import memory
+
 LOG = logging.getLogger("sensorlake.beam_worker")
 PACKAGE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar")
 
@@ -103,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     packages = [n for n in names if n.endswith(PACKAGE_SUFFIXES) or n == "requirements.txt"]
     if packages:
         LOG.warning("staged packages %s are not installed: the image holds what the job runs", packages)
-    env = {**os.environ, **worker_environment(info, args.id, semi)}
+    env = {**memory.environment(), **os.environ, **worker_environment(info, args.id, semi)}
     LOG.info("worker %s: %d artifact(s) staged; starting the SDK harness", args.id, len(names))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "apache_beam.runners.worker.sdk_worker_main"], env)
+    os.execve(sys.executable, [sys.executable, "-m", "sensorlake.memory",
+                               "apache_beam.runners.worker.sdk_worker_main"], env)
     return 0  # not reached
 
 

@@ -71,7 +71,9 @@ def test_the_worker_provisions_itself_and_becomes_the_sdk_harness(fake_runner, t
                           f"--semi_persist_dir={tmp_path}"])
     assert fake_runner.worker_ids == ["7"]  # the runner tells workers apart by this header
     (argv, env), = started
-    assert argv[1:] == ["-m", "apache_beam.runners.worker.sdk_worker_main"]
+    # The harness runs under sensorlake.memory (two malloc arenas, a periodic trim).
+    assert argv[1:] == ["-m", "sensorlake.memory", "apache_beam.runners.worker.sdk_worker_main"]
+    assert env["MALLOC_ARENA_MAX"] == "2"
     semi = tmp_path / "beam-worker-7"
     assert env["SEMI_PERSISTENT_DIRECTORY"] == str(semi)
     assert (semi / "staged" / "pickled_main_session").read_bytes() == SESSION  # where the harness loads it
