@@ -57,6 +57,10 @@ FLINK_MEMORY = {
     # Every Beam job brings its own classloader with the whole Beam classpath; the default 256m
     # metaspace runs out after a few jobs.
     "taskmanager.memory.jvm-metaspace.size": "1024m",
+    # The Fn API's gRPC (Netty) buffers are direct memory: a Kafka partition's batches and its raw
+    # stage's buffered rows (pipelines/raw_lake.py) are messages of megabytes, and the default (no
+    # task off-heap) ran out of direct memory on a 1M-reading backlog.
+    "taskmanager.memory.task.off-heap.size": "256m",
 }
 
 
@@ -171,6 +175,7 @@ class Layout:
     flink_state_dir: Path  # checkpoints/ and savepoints/
     flink_work_dir: Path  # io tmp and web upload dirs
     beam_classpath: str
+    beam_job_jar: Path  # what the job server stages with each job (JobServer.java)
     artifacts_dir: Path  # the job server's staged artifacts; TaskManagers read them at the same path
     bind_host: str  # where Flink and Kafka listen
     taskmanager_host: str | None  # None: the TaskManager finds its address by reaching the JobManager
@@ -186,6 +191,7 @@ CONTAINER = Layout(
     flink_state_dir=Path("/var/lib/flink"),
     flink_work_dir=Path("/tmp/flink"),
     beam_classpath=CONTAINER_CACHE.beam_classpath,
+    beam_job_jar=CONTAINER_CACHE.beam_job_jar,
     artifacts_dir=Path("/var/lib/beam-artifacts"),
     bind_host="0.0.0.0",  # inside the container network; compose publishes ports on 127.0.0.1 only
     taskmanager_host=None,  # scaled TaskManagers each register with their own container address
@@ -290,7 +296,8 @@ def command(role: str, settings: Settings, layout: Layout) -> list[str]:
         return [*java, "io.sensorlake.beam.ExpansionServer", s.expansion_host, str(s.expansion_port),
                 "--defaultEnvironmentType=EMBEDDED", "--experiments=use_deprecated_read"]
     if role == "jobserver":
-        return [*java, "io.sensorlake.beam.JobServer", f"--flink-master={s.flink_master}",
+        return [*java, f"-Dsensorlake.job.jar={layout.beam_job_jar}", "io.sensorlake.beam.JobServer",
+                f"--flink-master={s.flink_master}",
                 f"--job-host={s.job_server_host}", f"--job-port={s.job_server_port}",
                 f"--artifact-port={s.artifact_port}", "--expansion-port=-1",
                 f"--artifacts-dir={layout.artifacts_dir}"]
