@@ -1,8 +1,9 @@
 """Bridge throughput against its ceiling: a bare paho QoS 1 subscriber on the same broker and load.
 
 Not part of pass/fail; it prints figures and writes them (with machine and version info) to
-``bench/results/bridge-<time>.json``. Needs Mosquitto and Kafka running, configured through the
-usual settings (``SENSORLAKE_*`` or flags; the local stack's credentials file works too).
+``bench/results/bridge-<time>.json``. It starts its own Mosquitto and Kafka (ports +55000, a
+temporary home, stopped by pid at the end and on Ctrl-C); ``--use-running`` measures against the
+Mosquitto and Kafka the settings point at instead (e.g. after ``make up``).
 
 Two loads, both from separate publisher processes (a publisher inside the measured process
 would starve it through the GIL):
@@ -272,11 +273,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sensors", type=int, default=10, help="sensors per publisher")
     p.add_argument("--mode", choices=["live", "backlog", "both"], default="both")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--port-offset", type=int, default=55_000, help="ports of its own Mosquitto and Kafka")
+    p.add_argument("--use-running", action="store_true",
+                   help="use the Mosquitto and Kafka the settings point at instead of starting its own")
     Settings.add_arguments(p, ["home", "mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_bridge_user",
                                "mqtt_bridge_password", "mqtt_generator_user", "mqtt_generator_password",
                                "kafka_bootstrap", "bridge_max_inflight"])
     args = p.parse_args(argv)
-    s = load_settings(args)
+    if args.use_running:
+        return measure(args, load_settings(args))
+    import shutil
+    import tempfile
+
+    from sensorlake.local.install import install
+    from sensorlake.local.stack import LocalStack, isolated_settings
+
+    home = Path(tempfile.mkdtemp(prefix="sensorlake-bench-bridge-"))
+    settings = isolated_settings(home, args.port_offset, bridge_metrics_port=0)
+    stack = LocalStack(settings, install(settings))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the finally below
+    try:
+        print(f"starting Mosquitto and Kafka in {home} (ports +{args.port_offset})", flush=True)
+        stack.up(["mosquitto", "kafka"])
+        return measure(args, stack.settings.with_args(args))
+    finally:
+        stack.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, s: Settings) -> int:
     run = Run(s, args.messages, args.publishers, args.sensors)
     modes = ["live", "backlog"] if args.mode == "both" else [args.mode]
     results: dict = {"messages": run.total(), "publishers": args.publishers, "machine": machine_info(s),
