@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
           f"generated in {timings['generate_s']:.1f} s, parsed by ParseReadings in {timings['parse_s']:.1f} s; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (times, not bytes, depend on it)")
 
-    # Flink state: _ChunkWriter buffers every raw LakeRecord of an open chunk with PickleCoder.
+    # Flink state: ChunkWriter buffers every raw LakeRecord of an open chunk with PickleCoder.
     sample_lake = lake[:: max(1, len(lake) // 10_000)]
     state_bytes = sum(len(pickle.dumps(r)) for r in sample_lake) / len(sample_lake)
 

@@ -21,12 +21,12 @@ from pipelines.batching import Batch
 from pipelines.dedupe import SeenReadings
 from pipelines.kafka_io import unpack_batch
 from pipelines.parsing import ParseReadings
-from pipelines.sinks import _ChunkWriter
+from pipelines.sinks import ChunkWriter
 from sensorlake.lake import Dataset
 from sensorlake.registry import Sensor
 
 
-class _RawLakePerPartition(_ChunkWriter):
+class _RawLakePerPartition(ChunkWriter):
     """(kafka partition, packed batch) -> chunk files of raw/ and rejected/, plus Observations."""
 
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # sensor id -> what it has sent
@@ -41,8 +41,8 @@ class _RawLakePerPartition(_ChunkWriter):
         self._unique = Metrics.counter("dedupe", "unique")
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN),
-                rows=beam.DoFn.StateParam(_ChunkWriter.ROWS), armed=beam.DoFn.StateParam(_ChunkWriter.ARMED),
-                flush=beam.DoFn.TimerParam(_ChunkWriter.FLUSH)):
+                rows=beam.DoFn.StateParam(ChunkWriter.ROWS), armed=beam.DoFn.StateParam(ChunkWriter.ARMED),
+                flush=beam.DoFn.TimerParam(ChunkWriter.FLUSH)):
         by_sensor = None
         records, unique, duplicates = Batch(), 0, 0
         for kafka_record in unpack_batch(element):

@@ -124,7 +124,7 @@ class _BufferedWriter(beam.DoFn):
         self._files_written.inc()
 
 
-class _ChunkWriter(_BufferedWriter):
+class ChunkWriter(_BufferedWriter):
     """Keyed by Kafka partition: each flush rewrites the files of every chunk that gained rows, and
     a chunk whose offsets have all been seen is sealed (its rows leave state)."""
 
@@ -189,7 +189,7 @@ class WriteLakeChunks(beam.PTransform):
             | "KeyByPartition" >> beam.Map(lambda r: (r.kafka_partition, r))
             | "BatchByPartition" >> group_per_bundle()
             | "FlushChunks" >> beam.ParDo(
-                _ChunkWriter(self._lake, self._datasets, self._chunk_size, self._flush_seconds))
+                ChunkWriter(self._lake, self._datasets, self._chunk_size, self._flush_seconds))
         )
 
 

@@ -24,7 +24,7 @@ from pipelines.dedupe import SeenReadings
 from pipelines.kafka_io import KafkaRecord
 from pipelines.parsing import ParseReadings
 from pipelines.registry_source import store_registry_version
-from pipelines.sinks import _ChunkWriter, _WindowFileWriter
+from pipelines.sinks import ChunkWriter, _WindowFileWriter
 from pipelines.windows import AddHeartbeats, SensorMinutes, WindowSettings
 from sensorlake import lake as lakedef
 from sensorlake import sql
@@ -102,7 +102,7 @@ def lake(tmp_path_factory):
     assert len(kept) == len(lake_rows) == len(records), "no challenge message merged, none rejected"
 
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Inc()):
-        chunks = _ChunkWriter(str(root), lakedef.BY_NAME, 10_000, 1.0)
+        chunks = ChunkWriter(str(root), lakedef.BY_NAME, 10_000, 1.0)
         minute_files = _WindowFileWriter(str(root), lakedef.BY_NAME, 1.0)
     by_partition = defaultdict(list)
     for r in kept:
