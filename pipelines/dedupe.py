@@ -5,8 +5,9 @@ went out, a generator's deliberate duplicates), so offsets cannot tell them apar
 own key can. The bridge keys every Kafka record by its sensor id, so all copies of a reading are in
 one Kafka partition, and the job de-duplicates per partition (pipelines/raw_lake.py). State is per
 sensor and bounded: seqs are kept as merged [lo, hi] ranges (a few ranges per sensor in practice)
-within ``seq_horizon`` of the newest seq, event times within ``time_horizon_ms`` of the newest one. The state lives in Flink checkpoints together with the
-Kafka offsets, so a restore replays records against the state they were first judged with.
+within ``seq_horizon`` of the newest seq, event times within ``time_horizon_ms`` of the newest one.
+The state lives in Flink checkpoints together with the Kafka offsets, so a restore replays records
+against the state they were first judged with.
 
 Without a seq (the challenge's messages) event time is compared to the millisecond: two readings
 of one sensor in the same millisecond are one reading, the first to arrive is kept and the other

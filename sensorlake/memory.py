@@ -3,8 +3,9 @@
 The SDK harness decodes and frees large gRPC messages on several threads. glibc gives each thread
 that contends on malloc an arena of its own (up to 8 x cores), and it returns freed memory in the
 middle of an arena to the system only when ``malloc_trim`` asks, so the resident size of a busy
-worker drifts upwards although nothing is kept (bench/PIPELINE.md, "Worker memory"). Two arenas
-and a trim every 30 s hold it flat; both are no-ops where glibc is absent.
+worker drifts upwards although nothing is kept. Two arenas and a trim every 30 s give that memory
+back; both are no-ops where glibc is absent. They do not make it flat: the 30-minute soak of
+2026-12-02 still grew 386 -> 406 MB between its first and last ten minutes (docs/results.md, K2).
 """
 
 from __future__ import annotations

@@ -136,8 +136,9 @@ class Settings(BaseSettings):
         60, "At most this many `missing` rows per watermark jump (a long gap is counted, not listed).")
     window_shards: int = _opt(1, "Files per dataset per minute in curated/ and quality/.", ge=1)
     state_shards: int = _opt(
-        64, "Keys the per-sensor state (de-duplication, clocks) is spread over: state is read and "
-            "committed once per key per bundle; at least the parallelism.", ge=1)
+        64, "Keys the sensors' 1-minute clocks are spread over: state is read and committed once "
+            "per key per bundle; at least the parallelism. (De-duplication is keyed by Kafka "
+            "partition.)", ge=1)
     registry_refresh_s: int = _opt(60, "How often the running job re-reads the registry file.")
     quality_ok_completeness: float = _opt(0.95, "Status ok needs completeness >= this ...")
     quality_ok_validity: float = _opt(0.99, "... and range validity >= this.")
