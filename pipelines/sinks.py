@@ -139,7 +139,7 @@ class ChunkWriter(_BufferedWriter):
         for r in self.buffered(rows):  # a replayed record replaces itself
             chunks[r.kafka_offset // self._chunk_size][r.kafka_offset] = r
         counts = written.read() or {}  # chunk -> records in its files
-        still_open = Batch()
+        still_open, sealed = Batch(), False
         for chunk, by_offset in sorted(chunks.items()):
             n = len(by_offset)
             before = counts.get(chunk)
@@ -150,12 +150,14 @@ class ChunkWriter(_BufferedWriter):
                 counts[chunk] = n
             if n >= self._chunk_size:
                 del counts[chunk]
+                sealed = True
                 self._chunks_sealed.inc()
             else:
                 still_open.extend(by_offset.values())
-        rows.clear()
-        if still_open:
-            rows.add(still_open)
+        if sealed:  # state shrinks; otherwise the bag already holds the open chunks' rows
+            rows.clear()
+            if still_open:
+                rows.add(still_open)
         written.write(counts)
 
     def _write_chunk(self, kafka_partition: int, chunk: int, records: Iterable[LakeRecord], merge: bool) -> None:

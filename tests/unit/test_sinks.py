@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 
 import apache_beam as beam
 import pyarrow as pa
@@ -130,3 +131,38 @@ def test_minute_files_are_sharded_by_sensor(tmp_path):
     _run_minutes([_minute_row(str(i), 0, float(i)) for i in range(20)], tmp_path, shards=3)
     files, rows = _read(tmp_path)
     assert len(files) == 3 and sorted(int(r["sensor_id"]) for r in rows) == list(range(20))
+
+
+class _Bag:
+    """A state cell as the harness gives it to a DoFn (read/write/clear/add)."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+    def add(self, item):
+        self.value = [*(self.value or []), item]
+
+
+def test_a_sealed_chunk_leaves_state_and_an_unchanged_chunk_is_not_rewritten(tmp_path):
+    from pipelines.sinks import ChunkWriter
+
+    writer = ChunkWriter(str(tmp_path), DATASETS, chunk_size=4, flush_seconds=0)
+    rows, written = _Bag(), _Bag()
+    rows.add(_records(range(6)))  # chunk 0 complete (0-3), chunk 1 open (4-5)
+    writer.flush(0, rows, written)
+    assert written.read() == {1: 2}  # chunk 0 sealed: no count kept
+    assert sorted(r.kafka_offset for batch in rows.read() for r in batch) == [4, 5]
+    files, _ = _read(tmp_path)
+    mtimes = {f: os.stat(f).st_mtime_ns for f in files}
+    writer.flush(0, rows, written)  # nothing new: no file is rewritten, state unchanged
+    assert {f: os.stat(f).st_mtime_ns for f in files} == mtimes
+    assert written.read() == {1: 2} and len(rows.read()) == 1
