@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_args(args)
     loopback = settings.environment_type.upper() == "LOOPBACK"
     if loopback:  # the job's Python workers are threads of this process
-        memory.keep_heap_flat()
+        memory.trim_heap_periodically()
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

@@ -1,4 +1,4 @@
-"""Keeping a long-lived Beam Python worker's heap from creeping up (glibc malloc).
+"""Keeping a long-lived Beam Python worker's freed heap from staying resident (glibc malloc).
 
 The SDK harness decodes and frees large gRPC messages on several threads. glibc gives each thread
 that contends on malloc an arena of its own (up to 8 x cores), and it returns freed memory in the
@@ -34,7 +34,7 @@ def environment() -> dict[str, str]:
     return {"MALLOC_ARENA_MAX": str(ARENAS)}
 
 
-def keep_heap_flat(interval_s: float = TRIM_INTERVAL_S) -> bool:
+def trim_heap_periodically(interval_s: float = TRIM_INTERVAL_S) -> bool:
     """In this process: cap the arenas and trim the heap every ``interval_s``; False without glibc.
     Calling it again changes nothing."""
     libc = _libc()
@@ -55,10 +55,10 @@ def keep_heap_flat(interval_s: float = TRIM_INTERVAL_S) -> bool:
 
 
 def run_module(name: str) -> None:
-    """Runs a module as __main__ with the heap kept flat (the PROCESS worker's entry point)."""
+    """Runs a module as __main__ with its heap trimmed periodically (the PROCESS worker's entry point)."""
     import runpy
 
-    keep_heap_flat()
+    trim_heap_periodically()
     runpy.run_module(name, run_name="__main__", alter_sys=True)
 
 

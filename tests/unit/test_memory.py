@@ -1,4 +1,4 @@
-"""sensorlake.memory: the worker entry point runs the module it is given, with the heap kept flat."""
+"""sensorlake.memory: the worker entry point runs the module it is given, with its heap trimmed periodically."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import threading
 from sensorlake import memory
 
 
-def test_keep_heap_flat_starts_one_trim_thread_on_glibc():
+def test_trim_heap_periodically_starts_one_trim_thread_on_glibc():
     def trimmers():
         return sum(t.name == "malloc-trim" for t in threading.enumerate())
 
-    assert memory.keep_heap_flat(interval_s=0.01) is True  # Debian: glibc
-    assert memory.keep_heap_flat(interval_s=0.01) is True
+    assert memory.trim_heap_periodically(interval_s=0.01) is True  # Debian: glibc
+    assert memory.trim_heap_periodically(interval_s=0.01) is True
     assert trimmers() == 1  # one per process, however often it is asked
 
 
