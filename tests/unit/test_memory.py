@@ -1,4 +1,4 @@
-"""sensorlake.memory: the worker entry point runs the module it is given, with its heap trimmed periodically."""
+"""sensorlake.memory: the worker entry point runs the module it is given, and trims its heap."""
 
 from __future__ import annotations
 
