@@ -50,14 +50,13 @@ class BatchCoder(coders.Coder):
     def encode(self, value):
         kinds = list(map(type, value))
         classes = list(dict.fromkeys(kinds))
-        if classes and all(map(_is_named_tuple, classes)):
+        if 0 < len(classes) < 256 and all(map(_is_named_tuple, classes)):
             tuples = list(map(tuple, value))
             if len(classes) == 1:
                 return pickle.dumps((classes[0], tuples), protocol=pickle.HIGHEST_PROTOCOL)
             index = {c: i for i, c in enumerate(classes)}
-            which = bytes(map(index.__getitem__, kinds)) if len(classes) < 256 else None
-            if which is not None:
-                return pickle.dumps((classes, which, tuples), protocol=pickle.HIGHEST_PROTOCOL)
+            which = bytes(map(index.__getitem__, kinds))
+            return pickle.dumps((classes, which, tuples), protocol=pickle.HIGHEST_PROTOCOL)
         return pickle.dumps((list(value),), protocol=pickle.HIGHEST_PROTOCOL)
 
     def decode(self, encoded):

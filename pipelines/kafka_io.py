@@ -29,7 +29,7 @@ class KafkaRecord(NamedTuple):
 
 
 READ_KAFKA_BATCHES_URN = "beam:transform:io.sensorlake:read_kafka_batches:v1"
-_HEAD = struct.Struct(">qqi")  # offset, timestamp_ms, key length
+_HEAD = struct.Struct(">qq")  # offset, timestamp_ms
 _LEN = struct.Struct(">i")
 
 
@@ -49,7 +49,7 @@ def pack_batch(records: list[KafkaRecord]) -> bytes:
         out.extend(_LEN.pack(-1) if b is None else _LEN.pack(len(b)) + b)
 
     for r in records:
-        out.extend(struct.pack(">qq", r.offset, r.timestamp_ms))
+        out.extend(_HEAD.pack(r.offset, r.timestamp_ms))
         field(r.key)
         field(r.value)
         out.extend(_LEN.pack(len(r.headers)))
@@ -64,12 +64,8 @@ def unpack_batch(element: tuple[int, bytes]) -> Iterator[KafkaRecord]:
     partition, buf = element
     pos, end = 0, len(buf)
     while pos < end:
-        offset, ts, n = _HEAD.unpack_from(buf, pos)
-        pos += 20
-        if n < 0:
-            key = None
-        else:
-            key, pos = buf[pos:pos + n], pos + n
+        offset, ts = _HEAD.unpack_from(buf, pos)
+        key, pos = _field(buf, pos + 16)
         value, pos = _field(buf, pos)
         (count,) = _LEN.unpack_from(buf, pos)
         pos += 4

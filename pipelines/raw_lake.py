@@ -75,13 +75,11 @@ class WriteRawLake(beam.PTransform):
                  datasets: Mapping[str, Dataset], raw_dataset: str, *, topic_prefix: str = "sensors",
                  chunk_size: int = 10_000, flush_seconds: float = 10.0, clock=None):
         super().__init__()
-        self._parse = ParseReadings(registry, topic_prefix=topic_prefix,
-                                    **({"clock": clock} if clock is not None else {}))
-        self._stage = (raw_dataset, lake, datasets, chunk_size, flush_seconds)
+        parse = ParseReadings(registry, topic_prefix=topic_prefix, **({"clock": clock} if clock is not None else {}))
+        self._stage = _RawLakePerPartition(parse, SeenReadings(), raw_dataset, lake, datasets, chunk_size,
+                                           flush_seconds)
 
     def expand(self, batches):
-        raw_dataset, lake, datasets, chunk_size, flush_seconds = self._stage
-        out = batches | "ParseDedupeWrite" >> beam.ParDo(_RawLakePerPartition(
-            self._parse, SeenReadings(), raw_dataset, lake, datasets, chunk_size, flush_seconds)
-        ).with_outputs(ParseReadings.READINGS_TAG, main="written")
+        out = batches | "ParseDedupeWrite" >> beam.ParDo(self._stage).with_outputs(
+            ParseReadings.READINGS_TAG, main="written")
         return out[ParseReadings.READINGS_TAG]

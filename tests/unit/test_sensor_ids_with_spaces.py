@@ -32,6 +32,7 @@ from sensorlake.catalog import write_catalog
 from sensorlake.quality import Thresholds
 from sensorlake.registry import parse_registry
 from sensorlake.settings import DEFAULT_REGISTRY, Settings
+from tests.userstate import FakeState as _State
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -43,23 +44,6 @@ MINUTES = 3
 class _Inc:
     def inc(self, n=1):
         pass
-
-
-class _State:
-    def __init__(self, value=None):
-        self.value = value
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-    def clear(self):
-        self.value = None
-
-    def add(self, item):  # as a bag
-        self.value = [*(self.value or []), item]
 
 
 @pytest.fixture(scope="module")

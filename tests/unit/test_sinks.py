@@ -14,6 +14,7 @@ from pipelines.parsing import ms_to_datetime
 from pipelines.sinks import LakeRecord, WriteLakeChunks, WriteWindowFiles, write_parquet_atomically
 from pipelines.windows import WindowRow
 from sensorlake.lake import BY_NAME, MINUTES, READINGS_1MIN_DATASET, Dataset
+from tests.userstate import FakeState
 
 SCHEMA = pa.schema([("sensor_id", pa.string()), ("seq", pa.int64()), ("kafka_offset", pa.int64())])
 DAY = 1_795_824_000_000  # 2026-11-28T00:00:00Z
@@ -133,30 +134,11 @@ def test_minute_files_are_sharded_by_sensor(tmp_path):
     assert len(files) == 3 and sorted(int(r["sensor_id"]) for r in rows) == list(range(20))
 
 
-class _Bag:
-    """A state cell as the harness gives it to a DoFn (read/write/clear/add)."""
-
-    def __init__(self, value=None):
-        self.value = value
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-    def clear(self):
-        self.value = None
-
-    def add(self, item):
-        self.value = [*(self.value or []), item]
-
-
 def test_a_sealed_chunk_leaves_state_and_an_unchanged_chunk_is_not_rewritten(tmp_path):
     from pipelines.sinks import ChunkWriter
 
     writer = ChunkWriter(str(tmp_path), DATASETS, chunk_size=4, flush_seconds=0)
-    rows, written = _Bag(), _Bag()
+    rows, written = FakeState(), FakeState()
     rows.add(_records(range(6)))  # chunk 0 complete (0-3), chunk 1 open (4-5)
     writer.flush(0, rows, written)
     assert written.read() == {1: 2}  # chunk 0 sealed: no count kept

@@ -26,6 +26,7 @@ from sensorlake.quality import Thresholds
 from sensorlake.lake import READINGS_1MIN, READINGS_1MIN_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET
 from pipelines.windows import AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings
 from sensorlake.registry import parse_registry
+from tests.userstate import FakeState as _State
 
 UTC = timezone.utc
 T = 1_795_860_000_000  # 2026-11-28T10:00:00Z
@@ -83,17 +84,6 @@ def run(batches, registry=REGISTRY, settings=WindowSettings(), thresholds=THRESH
         for row in rows[dataset]:  # every row fits its Parquet schema
             assert set(row) == set(schema.names), row
     return rows, counters
-
-
-class _State:
-    def __init__(self):
-        self.value = None
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
 
 
 def _key(r):

@@ -10,8 +10,6 @@ import org.apache.beam.runners.flink.FlinkPipelineOptions;
 import org.apache.beam.runners.flink.FlinkPipelineRunner;
 import org.apache.beam.runners.jobsubmission.JobInvocation;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
-import org.apache.beam.sdk.options.PipelineOptionsFactory;
-import org.apache.beam.sdk.util.construction.resources.PipelineResources;
 import org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.util.concurrent.ListeningExecutorService;
 
 /**
@@ -21,30 +19,19 @@ import org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.util.concurren
  * upload costs about 0.1 s per file (15 of the 27 s from submission to RUNNING). The job jar
  * (system property {@code sensorlake.job.jar}, built by pom.xml's shade plugin) holds the same
  * classes in one file, without Flink's own jars, which the cluster already has and never loads
- * from a job ({@code org.apache.flink.} classes resolve parent-first). Without the property, the
- * classpath is staged as Beam does, minus Flink's jars.
+ * from a job ({@code org.apache.flink.} classes resolve parent-first).
  */
 final class JobJarInvoker extends FlinkJobInvoker {
   private final List<String> filesToStage;
 
   JobJarInvoker(FlinkJobServerDriver.FlinkServerConfiguration config) {
     super(config);
-    filesToStage = new ArrayList<>();
-    String jobJar = System.getProperty("sensorlake.job.jar");
-    if (jobJar != null && !jobJar.isEmpty()) {
-      if (!new File(jobJar).isFile()) {
-        throw new IllegalArgumentException("sensorlake.job.jar: no such file: " + jobJar);
-      }
-      filesToStage.add(jobJar);
-      return;
+    String jobJar = System.getProperty("sensorlake.job.jar", "");
+    if (!new File(jobJar).isFile()) {
+      throw new IllegalArgumentException(
+          "-Dsensorlake.job.jar must name the job jar (sensorlake local install builds it): " + jobJar);
     }
-    for (String path :
-        PipelineResources.detectClassPathResourcesToStage(
-            JobJarInvoker.class.getClassLoader(), PipelineOptionsFactory.create())) {
-      if (!new File(path).getName().startsWith("flink-")) {
-        filesToStage.add(path);
-      }
-    }
+    filesToStage = List.of(jobJar);
   }
 
   @Override
@@ -56,7 +43,7 @@ final class JobJarInvoker extends FlinkJobInvoker {
       FlinkPipelineOptions flinkOptions,
       PortablePipelineRunner beamsRunner) {
     // No --flink-conf-dir is given to our job server, so Beam's runner had none either.
-    PortablePipelineRunner runner = new FlinkPipelineRunner(flinkOptions, null, filesToStage);
+    PortablePipelineRunner runner = new FlinkPipelineRunner(flinkOptions, null, new ArrayList<>(filesToStage));
     return super.createJobInvocation(
         invocationId, retrievalToken, executorService, pipeline, flinkOptions, runner);
   }
