@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     loopback = settings.environment_type.upper() == "LOOPBACK"
     if loopback:  # the job's Python workers are threads of this process
         memory.trim_heap_periodically()
+        memory.start_from_environment()
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

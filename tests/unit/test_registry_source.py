@@ -64,3 +64,17 @@ def test_workers_get_a_fresh_reader_and_store_the_same_version_folder(tmp_path):
     a, b = pickle.loads(pickle.dumps(source)), pickle.loads(pickle.dumps(source))
     assert set(a()) == set(b()) == {"1"}
     assert _versions(lake) == ["version=2026-11-28T10-00-00Z"]
+
+
+def test_copies_of_a_source_in_one_worker_share_one_parsed_registry(tmp_path):
+    """The SDK harness unpickles a DoFn (and its RegistrySource) once per concurrent bundle: the
+    copies must not each hold a parsed registry."""
+    reg, lake = tmp_path / "sensors.json", tmp_path / "lake"
+    _write(reg, ONE, 1_795_860_000)
+    source = RegistrySource(str(reg), str(lake), refresh_s=60, initial=json.dumps(ONE).encode())
+    copies = [pickle.loads(pickle.dumps(source)) for _ in range(3)]
+    assert len({id(c()) for c in copies}) == 1
+    _write(reg, TWO, 1_795_860_060)  # a new version: parsed once too, and not the old object
+    fresh = [pickle.loads(pickle.dumps(source)) for _ in range(2)]
+    assert set(fresh[0]()) == {"1", "2"} and fresh[0]() is fresh[1]()
+    assert copies[0]() is not fresh[0]()
