@@ -30,7 +30,7 @@ Every ``--sample-seconds`` (default 60) from the first published message on:
 - messages scheduled (rate x time), received by the bridge (its metrics), in Kafka (end offsets),
   rows in raw/readings (Parquet footers), the Flink job's state, checkpoints and restarts.
 
-Warm-up: the first ``--warmup-minutes`` (default 2) of traffic are not the RSS growth baseline:
+Warm-up: the first ``--warmup-minutes`` (default 5, as issue 16 measures) of traffic are not the RSS growth baseline:
 the JVMs (started before the traffic, with the job submission) are still filling their heaps and
 caches. Growth = RSS at the end / RSS at the first sample after the warm-up - 1.
 
@@ -196,6 +196,26 @@ def flink_job_sample(s) -> dict:
         return {"error": str(exc)}
 
 
+HEAP_METRICS = "Status.JVM.Memory.Heap.Used,Status.JVM.Memory.Heap.Committed"
+
+
+def jvm_heap_sample(s) -> dict:
+    """Heap used and committed (MB) of the JobManager and the TaskManagers: a JVM's RSS grows while
+    it first touches its heap, its heap used after collections grows only if something is kept."""
+    out = {}
+    try:
+        targets = {"jobmanager": "/jobmanager/metrics"}
+        for tm in rest(s, "/taskmanagers").get("taskmanagers", []):
+            targets[f"taskmanager-{len(targets)}"] = f"/taskmanagers/{tm['id']}/metrics"
+        for name, path in targets.items():
+            values = {m["id"]: float(m["value"]) for m in rest(s, f"{path}?get={HEAP_METRICS}")}
+            out[name] = {"used_mb": round(values["Status.JVM.Memory.Heap.Used"] / 2**20, 1),
+                         "committed_mb": round(values["Status.JVM.Memory.Heap.Committed"] / 2**20, 1)}
+    except (flink_rest.FlinkRestError, OSError, KeyError, ValueError) as exc:
+        out["error"] = str(exc)
+    return out
+
+
 # ====================================================================== summary
 def slope_per_min(points: list[tuple[float, float]]) -> float | None:
     """Least-squares slope of (seconds, value) points, per minute."""
@@ -232,9 +252,18 @@ def summarize(samples: list[dict], roles: list[str], warmup_s: float, rate: floa
            "last_floor_seconds_of_traffic": floors[-1][1] / rate if floors and rate else None,
            "committed_ever": any(x["kafka"].get("committed") is not None for x in samples)}
     over = [r for r in roles if rss[r]["growth"] is not None and rss[r]["growth"] >= RSS_TARGET]
+    # A JVM's heap used is a saw-tooth; its floor (lowest sample) in each half is what stays live.
+    half = (measured[0]["t_s"] + measured[-1]["t_s"]) / 2
+    heap = {}
+    for jvm in sorted({k for x in measured for k in x.get("jvm_heap", {}) if k != "error"}):
+        used = [(x["t_s"], x["jvm_heap"][jvm]["used_mb"]) for x in measured if jvm in x.get("jvm_heap", {})]
+        first_half, second_half = [v for t, v in used if t < half], [v for t, v in used if t >= half]
+        if first_half and second_half:
+            heap[jvm] = {"floor_first_half_mb": min(first_half), "floor_second_half_mb": min(second_half),
+                         "max_mb": max(v for _, v in used)}
     # None: not measured (no lag figures / too few samples in the second half / none after the warm-up)
     no_growing_lag = None if slope is None else lag["committed_ever"] and slope < lag["slope_target_per_min"]
-    return {"baseline_t_s": measured[0]["t_s"], "end_t_s": measured[-1]["t_s"], "rss": rss, "lag": lag,
+    return {"baseline_t_s": measured[0]["t_s"], "end_t_s": measured[-1]["t_s"], "rss": rss, "jvm_heap": heap, "lag": lag,
             "verdicts": {"no_growing_lag": no_growing_lag,
                          "rss_growth_under_10pct": (not over) if len(after_warmup) >= 2 else None,
                          "rss_over_target": over}}
@@ -254,6 +283,10 @@ def print_report(summary: dict, roles: list[str], rate: float) -> None:
         growth = f"{100 * r['growth']:+10.1f}" if r["growth"] is not None else f"{'-':>10}"
         cores = f"{r['cores']:8.2f}" if r["cores"] is not None else f"{'-':>8}"
         print(f"{role:<20}{mb(r['first_kb']):>14}{mb(r['last_kb']):>10}{growth}{mb(r['max_kb']):>10}{cores}")
+    if summary["jvm_heap"]:
+        print("\nJVM heap used (MB, Flink's metrics): lowest sample in each half after the warm-up, and the highest")
+        for jvm, h in summary["jvm_heap"].items():
+            print(f"{jvm:<20}{h['floor_first_half_mb']:>10.0f}{h['floor_second_half_mb']:>10.0f}{h['max_mb']:>10.0f}")
     lag = summary["lag"]
     f = lambda v: f"{v:,.0f}" if v is not None else "-"  # noqa: E731
     print(f"\nKafka consumer lag (messages): first {f(lag['first'])}, max {f(lag['max'])}, last {f(lag['last'])}; "
@@ -293,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=5000.0, help="messages per second over all sensors")
     ap.add_argument("--minutes", type=float, default=30.0, help="minutes of traffic")
     ap.add_argument("--sample-seconds", type=float, default=60.0, help="seconds between samples")
-    ap.add_argument("--warmup-minutes", type=float, default=2.0,
+    ap.add_argument("--warmup-minutes", type=float, default=5.0,
                     help="minutes of traffic before the RSS growth baseline")
     ap.add_argument("--sensors", type=int, default=0, help="sensors (default: as many as --rate, 1 Hz each)")
     ap.add_argument("--generators", type=int, default=0,
@@ -363,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                  "bridge_received": int(metrics(s.bridge_metrics_port).get(
                      "sensorlake_bridge_messages_received_total", 0)),
                  "raw_rows": raw_rows.rows(str(p) for p in (Path(s.lake) / "raw" / "readings").rglob("*.parquet")),
-                 "job": flink_job_sample(s), "load_avg": os.getloadavg()}
+                 "job": flink_job_sample(s), "jvm_heap": jvm_heap_sample(s), "load_avg": os.getloadavg()}
             x["rss_kb"]["total"] = sum(x["rss_kb"].values())
             polled = [v for v in [*polled, x["kafka"].get("lag")] if v is not None]
             x["lag_floor"] = min(polled) if polled else None
