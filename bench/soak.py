@@ -252,15 +252,13 @@ def summarize(samples: list[dict], roles: list[str], warmup_s: float, rate: floa
            "last_floor_seconds_of_traffic": floors[-1][1] / rate if floors and rate else None,
            "committed_ever": any(x["kafka"].get("committed") is not None for x in samples)}
     over = [r for r in roles if rss[r]["growth"] is not None and rss[r]["growth"] >= RSS_TARGET]
-    # A JVM's heap used is a saw-tooth; its floor (lowest sample) in each half is what stays live.
-    half = (measured[0]["t_s"] + measured[-1]["t_s"]) / 2
+    # A JVM's heap used is a saw-tooth; a sample lower than the one before follows a collection,
+    # and those samples (what stayed live, plus what was allocated since) are what can show a leak.
     heap = {}
     for jvm in sorted({k for x in measured for k in x.get("jvm_heap", {}) if k != "error"}):
-        used = [(x["t_s"], x["jvm_heap"][jvm]["used_mb"]) for x in measured if jvm in x.get("jvm_heap", {})]
-        first_half, second_half = [v for t, v in used if t < half], [v for t, v in used if t >= half]
-        if first_half and second_half:
-            heap[jvm] = {"floor_first_half_mb": min(first_half), "floor_second_half_mb": min(second_half),
-                         "max_mb": max(v for _, v in used)}
+        used = [x["jvm_heap"][jvm]["used_mb"] for x in measured if jvm in x.get("jvm_heap", {})]
+        after_gc = [b for a, b in zip(used, used[1:]) if b < a]
+        heap[jvm] = {"after_collections_mb": after_gc, "max_mb": max(used) if used else None}
     # None: not measured (no lag figures / too few samples in the second half / none after the warm-up)
     no_growing_lag = None if slope is None else lag["committed_ever"] and slope < lag["slope_target_per_min"]
     return {"baseline_t_s": measured[0]["t_s"], "end_t_s": measured[-1]["t_s"], "rss": rss, "jvm_heap": heap, "lag": lag,
@@ -284,9 +282,9 @@ def print_report(summary: dict, roles: list[str], rate: float) -> None:
         cores = f"{r['cores']:8.2f}" if r["cores"] is not None else f"{'-':>8}"
         print(f"{role:<20}{mb(r['first_kb']):>14}{mb(r['last_kb']):>10}{growth}{mb(r['max_kb']):>10}{cores}")
     if summary["jvm_heap"]:
-        print("\nJVM heap used (MB, Flink's metrics): lowest sample in each half after the warm-up, and the highest")
+        print("\nJVM heap used (MB, Flink's metrics) in the samples that follow a collection, and the highest")
         for jvm, h in summary["jvm_heap"].items():
-            print(f"{jvm:<20}{h['floor_first_half_mb']:>10.0f}{h['floor_second_half_mb']:>10.0f}{h['max_mb']:>10.0f}")
+            print(f"{jvm:<20}{', '.join(f'{v:.0f}' for v in h['after_collections_mb']) or '-':>30}{h['max_mb'] or 0:>10.0f}")
     lag = summary["lag"]
     f = lambda v: f"{v:,.0f}" if v is not None else "-"  # noqa: E731
     print(f"\nKafka consumer lag (messages): first {f(lag['first'])}, max {f(lag['max'])}, last {f(lag['last'])}; "

@@ -1,11 +1,11 @@
-"""Keeping a long-lived Beam Python worker's freed heap from staying resident (glibc malloc).
+"""A long-lived Beam Python worker's memory: freed heap given back, and a report of what it holds.
 
 The SDK harness decodes and frees large gRPC messages on several threads. glibc gives each thread
 that contends on malloc an arena of its own (up to 8 x cores), and it returns freed memory in the
 middle of an arena to the system only when ``malloc_trim`` asks, so the resident size of a busy
 worker drifts upwards although nothing is kept. Two arenas and a trim every 30 s give that memory
-back; both are no-ops where glibc is absent. They do not make it flat: the 30-minute soak of
-2026-12-02 still grew 386 -> 406 MB between its first and last ten minutes (docs/results.md, K2).
+back; both are no-ops where glibc is absent. What stays resident follows the largest amount of
+data the worker has had in flight (docs/results.md, K2); ``memory_report`` says where it is.
 """
 
 from __future__ import annotations
@@ -135,15 +135,16 @@ def memory_report(previous: dict | None = None, top: int = 12) -> dict:
 
 def report_periodically(path: str, interval_s: float) -> None:
     """Appends a memory report as one JSON line to ``path`` every ``interval_s``; growth is measured
-    against the first report. For finding what grows in a long-running worker; tracemalloc, when on,
-    slows the worker down."""
+    against the first report, one interval in (a job starting up is not growth). For finding what
+    grows in a long-running worker; tracemalloc, when on, slows the worker down."""
 
     def loop():
-        first = memory_report()
+        first = None
         started = time.time()
         while True:
             time.sleep(interval_s)
             report = memory_report(first)
+            first = first or report
             line = {"t_s": round(time.time() - started, 1), "pid": os.getpid(),
                     **{k: v for k, v in report.items() if not k.startswith("_")}}
             with open(path, "a") as f:
