@@ -30,7 +30,7 @@ Every ``--sample-seconds`` (default 60) from the first published message on:
 - messages scheduled (rate x time), received by the bridge (its metrics), in Kafka (end offsets),
   rows in raw/readings (Parquet footers), the Flink job's state, checkpoints and restarts.
 
-Warm-up: the first ``--warmup-minutes`` (default 5, as issue 16 measures) of traffic are not the RSS growth baseline:
+Warm-up: the first ``--warmup-minutes`` (default 5) of traffic are not the RSS growth baseline:
 the JVMs (started before the traffic, with the job submission) are still filling their heaps and
 caches. Growth = RSS at the end / RSS at the first sample after the warm-up - 1.
 

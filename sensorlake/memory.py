@@ -5,7 +5,7 @@ that contends on malloc an arena of its own (up to 8 x cores), and it returns fr
 middle of an arena to the system only when ``malloc_trim`` asks, so the resident size of a busy
 worker drifts upwards although nothing is kept. Two arenas and a trim every 30 s give that memory
 back; both are no-ops where glibc is absent. What stays resident follows the largest amount of
-data the worker has had in flight (docs/results.md, K2); ``memory_report`` says where it is.
+data the worker has had in flight (docs/results.md, K5); ``memory_report`` says where it is.
 """
 
 from __future__ import annotations
