@@ -65,6 +65,7 @@ from pipeline import RowCounter, job_running, rest  # noqa: E402  (bench/pipelin
 
 from iot_data_generator.generator import registry_document, with_synthetic  # noqa: E402
 from sensorlake import flink_rest  # noqa: E402
+from sensorlake.memory import vm_rss_kb  # noqa: E402
 from pipelines.main import JOB_NAME, parser as job_parser  # noqa: E402
 from sensorlake.local.install import install  # noqa: E402
 from sensorlake.local.stack import LocalStack, isolated_settings, pid_alive  # noqa: E402
@@ -91,17 +92,6 @@ def process_table() -> dict[int, tuple[int, float]]:
             continue  # gone meanwhile
         out[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
     return out
-
-
-def vm_rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0  # gone, or a zombie (no VmRSS line)
 
 
 def tree_usage(roots: dict[str, int]) -> dict[str, dict]:

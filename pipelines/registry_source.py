@@ -13,7 +13,7 @@ the same change write the same folder (idempotent) instead of one version each.
 A worker process holds one parsed copy of each registry version, whatever the number of DoFn
 instances holding a ``RegistrySource``: the SDK harness builds a new set of DoFns for every bundle
 that runs alongside another of the same stage (and after every job restart), and a parsed registry
-of 5,000 sensors is 7 MB. Soak workers held four copies, and ten after restarts.
+of 5,000 sensors is 7 MB. Soak workers held four copies, one overloaded run ten.
 """
 
 from __future__ import annotations

@@ -62,9 +62,10 @@ class _MallInfo2(ctypes.Structure):
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _rss_kb() -> int:
+def vm_rss_kb(pid: int | str = "self") -> int:
+    """Resident kB of a process; 0 when it is gone (or a zombie, which has no VmRSS line)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
     except OSError:
         return 0
@@ -118,7 +119,7 @@ def memory_report(previous: dict | None = None, top: int = 12) -> dict:
     of allocated blocks instead."""
     import tracemalloc
 
-    report: dict = {"rss_kb": _rss_kb(), **_resident_by_kind(), **_malloc_info(_libc()), **_arrow_kb(),
+    report: dict = {"rss_kb": vm_rss_kb(), **_resident_by_kind(), **_malloc_info(_libc()), **_arrow_kb(),
                     "python_blocks": sys.getallocatedblocks()}
     if tracemalloc.is_tracing():
         snapshot = tracemalloc.take_snapshot().filter_traces(
