@@ -6,7 +6,10 @@ Here a file's name and content are a pure function of Kafka coordinates: records
 *chunks* of consecutive offsets of one Kafka partition, and each flush rewrites (atomically) the
 chunk's files with every row seen so far. A replay therefore rewrites the same files with the same
 rows, never adds a second copy. A chunk's state is released once every offset of it has been seen,
-so memory is bounded by chunk_size rows per open chunk.
+so memory is bounded by chunk_size rows per open chunk. Those rows are buffered columnar (Arrow),
+not as Python rows: a flush rewrites up to chunk_size rows per open chunk, and as dicts each one was
+some twenty Python objects, which the worker's object arenas kept as a high-water mark
+(docs/results.md, K5).
 
 The 1-minute datasets are keyed by window instead: one file per minute (and shard), rewritten with
 the newest version of each sensor's row, so readers see one current row per sensor-minute.
@@ -16,22 +19,24 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import time
 import uuid
 from collections import defaultdict
 from typing import Iterable, Mapping, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import PickleCoder, coders
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 
-from pipelines.batching import Batch, BatchCoder, group_per_bundle, shard_of
+from pipelines.batching import BatchCoder, group_per_bundle, shard_of
 from sensorlake.lake import Dataset
 
 
@@ -67,12 +72,70 @@ def write_parquet_atomically(path: str, table: pa.Table) -> None:
         fh.write(data)
 
 
+def read_parquet_table(path: str) -> pa.Table | None:
+    """An existing lake file, or None when there is none (yet)."""
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as fh:
+        return pq.read_table(pa.BufferReader(fh.read()))
+
+
 def read_parquet_rows(path: str) -> list[dict]:
     """Rows of an existing lake file, or [] when there is none (yet)."""
-    if not FileSystems.exists(path):
-        return []
-    with FileSystems.open(path) as fh:
-        return pq.read_table(pa.BufferReader(fh.read())).to_pylist()
+    table = read_parquet_table(path)
+    return [] if table is None else table.to_pylist()
+
+
+def bare_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema without its descriptions: what buffered rows carry (state is written per bundle)."""
+    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
+
+
+class ChunkRows:
+    """Records of one Kafka partition, columnar: per dataset an Arrow table of its rows (bare
+    schema); under None, the offsets consumed without a row (a table of kafka_offset)."""
+
+    __slots__ = ("tables",)
+
+    def __init__(self, tables: Mapping[str | None, pa.Table]):
+        self.tables = dict(tables)
+
+    def offsets(self) -> list[int]:
+        return sorted(o for t in self.tables.values() for o in t.column("kafka_offset").to_pylist())
+
+
+class BufferedCoder(coders.Coder):
+    """The buffer's state: ChunkRows as Arrow IPC streams, anything else as a BatchCoder batch.
+
+    The two are told apart by a prefix no pickle starts with, so a savepoint written when the
+    chunk buffer held pickled LakeRecords still restores (ChunkWriter converts those on read).
+    """
+
+    MAGIC = b"SLCR1"
+
+    def __init__(self):
+        self._batches = BatchCoder()
+
+    def encode(self, value):
+        if not isinstance(value, ChunkRows):
+            return self._batches.encode(value)
+        streams = {}
+        for name, table in value.tables.items():
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            streams[name] = sink.getvalue().to_pybytes()
+        return self.MAGIC + pickle.dumps(streams, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded):
+        if not encoded.startswith(self.MAGIC):
+            return self._batches.decode(encoded)
+        streams = pickle.loads(memoryview(encoded)[len(self.MAGIC):])
+        return ChunkRows({name: pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+                          for name, data in streams.items()})
+
+    def is_deterministic(self):
+        return False
 
 
 class _BufferedWriter(beam.DoFn):
@@ -80,7 +143,7 @@ class _BufferedWriter(beam.DoFn):
     unflushed row, so a file is rewritten at most every ``flush_seconds`` however fast rows come,
     and an idle key costs nothing. Subclasses say what a flush writes."""
 
-    ROWS = BagStateSpec("rows", BatchCoder())
+    ROWS = BagStateSpec("rows", BufferedCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     WRITTEN = ReadModifyWriteStateSpec("written", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
@@ -98,7 +161,7 @@ class _BufferedWriter(beam.DoFn):
         self.buffer(batch, rows, armed, flush)
 
     def buffer(self, batch: list, rows, armed, flush) -> None:
-        rows.add(batch)  # one bag entry per batch: one state append per key per bundle
+        rows.add(self.buffered_form(batch))  # one bag entry per batch: one state append per key per bundle
         if not armed.read():
             flush.set(time.time() + self._flush_seconds)
             armed.write(True)
@@ -112,66 +175,122 @@ class _BufferedWriter(beam.DoFn):
     def flush(self, key, rows, written) -> None:
         raise NotImplementedError
 
+    def buffered_form(self, batch: list):
+        """What a batch is kept as in state until the flush."""
+        return batch
+
     @staticmethod
     def buffered(rows) -> Iterable:
         """The buffered records, in the order they came."""
-        for batch in rows.read():
+        for batch in rows.read() or ():
             yield from batch
 
     def _write(self, path: str, dataset: str, group: list[dict]) -> None:
-        write_parquet_atomically(path, pa.Table.from_pylist(group, schema=self._datasets[dataset].schema))
-        self._rows_written.inc(len(group))
+        self._write_table(path, dataset, pa.Table.from_pylist(group, schema=self._datasets[dataset].schema))
+
+    def _write_table(self, path: str, dataset: str, table: pa.Table) -> None:
+        write_parquet_atomically(path, table)
+        self._rows_written.inc(table.num_rows)
         self._files_written.inc()
 
 
 class ChunkWriter(_BufferedWriter):
     """Keyed by Kafka partition: each flush rewrites the files of every chunk that gained rows, and
-    a chunk whose offsets have all been seen is sealed (its rows leave state)."""
+    a chunk whose offsets have all been seen is sealed (its rows leave state).
+
+    Rows wait in state as ChunkRows, one entry per bundle, converted once from the bundle's
+    LakeRecords; a flush works on whole columns (numpy for the offsets, Arrow for the rows)."""
 
     def __init__(self, lake: str, datasets: Mapping[str, Dataset], chunk_size: int, flush_seconds: float):
         super().__init__(lake, datasets, flush_seconds)
         self._chunk_size = chunk_size
         self._chunks_sealed = Metrics.counter("sinks", "chunks_sealed")
+        self._bare = {name: bare_schema(d.schema) for name, d in datasets.items() if d.files == "chunk"}
+        missing = [name for name, schema in self._bare.items() if "kafka_offset" not in schema.names]
+        if missing:
+            raise ValueError(f"chunk datasets need a kafka_offset column: {missing}")
+
+    def buffered_form(self, batch: Iterable[LakeRecord]) -> ChunkRows:
+        rows: dict[str, list[dict]] = defaultdict(list)
+        consumed: list[int] = []
+        for r in batch:
+            if r.dataset is None:
+                consumed.append(r.kafka_offset)
+            else:
+                rows[r.dataset].append(r.row)
+        tables: dict[str | None, pa.Table] = {
+            name: pa.Table.from_pylist(group, schema=self._bare[name]) for name, group in rows.items()}
+        if consumed:
+            tables[None] = pa.table({"kafka_offset": pa.array(consumed, pa.int64())})
+        return ChunkRows(tables)
 
     def flush(self, key, rows, written) -> None:
         kafka_partition = key
-        chunks: dict[int, dict[int, LakeRecord]] = defaultdict(dict)
-        for r in self.buffered(rows):  # a replayed record replaces itself
-            chunks[r.kafka_offset // self._chunk_size][r.kafka_offset] = r
+        entries = [e if isinstance(e, ChunkRows) else self.buffered_form(e) for e in rows.read() or ()]
+        names: list[str | None] = list(dict.fromkeys(n for e in entries for n in e.tables))
+        parts: dict[str | None, list[pa.Table]] = defaultdict(list)
+        done: dict[str | None, int] = defaultdict(int)
+        offsets, which, index = [], [], []  # per buffered row: its offset, dataset and row in that dataset
+        for e in entries:
+            for name, table in e.tables.items():
+                offsets.append(table.column("kafka_offset").to_numpy())
+                which.append(np.full(table.num_rows, names.index(name), np.int16))
+                index.append(np.arange(done[name], done[name] + table.num_rows))
+                parts[name].append(table)
+                done[name] += table.num_rows
+        if not offsets:
+            return
+        offsets, which, index = np.concatenate(offsets), np.concatenate(which), np.concatenate(index)
+        # A replayed record replaces itself: the last copy of each offset wins. np.unique sorts, so
+        # what is kept is in offset order, and so are the rows of every chunk.
+        _, first_from_end = np.unique(offsets[::-1], return_index=True)
+        kept = len(offsets) - 1 - first_from_end
+        offsets, which, index = offsets[kept], which[kept], index[kept]
+        tables = {name: pa.concat_tables(ts) for name, ts in parts.items()}
         counts = written.read() or {}  # chunk -> records in its files
-        still_open, sealed = Batch(), False
-        for chunk, by_offset in sorted(chunks.items()):
-            n = len(by_offset)
+        still_open, sealed = [], False
+        chunk_ids, starts, sizes = np.unique(offsets // self._chunk_size, return_index=True, return_counts=True)
+        for chunk, start, n in zip(chunk_ids.tolist(), starts.tolist(), sizes.tolist()):
+            rows_of = slice(start, start + n)
             before = counts.get(chunk)
             if n != (before or 0):
                 # No state about this chunk (a job started again without its checkpoint): the
                 # chunk's files may already hold rows of offsets this run will never see again.
-                self._write_chunk(kafka_partition, chunk, by_offset.values(), merge=before is None)
+                for i, name in enumerate(names):
+                    if name is not None:
+                        mine = index[rows_of][which[rows_of] == i]
+                        if len(mine):
+                            self._write_chunk(kafka_partition, chunk, name, tables[name].take(mine),
+                                              merge=before is None)
                 counts[chunk] = n
             if n >= self._chunk_size:
                 del counts[chunk]
                 sealed = True
                 self._chunks_sealed.inc()
             else:
-                still_open.extend(by_offset.values())
+                still_open.append(rows_of)
         if sealed:  # state shrinks; otherwise the bag already holds the open chunks' rows
             rows.clear()
             if still_open:
-                rows.add(still_open)
+                which_open = np.concatenate([which[s] for s in still_open])
+                index_open = np.concatenate([index[s] for s in still_open])
+                rows.add(ChunkRows({name: tables[name].take(index_open[which_open == i])
+                                    for i, name in enumerate(names) if (which_open == i).any()}))
         written.write(counts)
 
-    def _write_chunk(self, kafka_partition: int, chunk: int, records: Iterable[LakeRecord], merge: bool) -> None:
-        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-        for r in sorted(records, key=lambda r: r.kafka_offset):
-            if r.dataset is not None:
-                groups[(r.dataset, self._datasets[r.dataset].partition_of(r.row))].append(r.row)
-        for (dataset, part), group in groups.items():
-            path = self._datasets[dataset].chunk_file(self._lake, part, kafka_partition, chunk)
+    def _write_chunk(self, kafka_partition: int, chunk: int, dataset: str, table: pa.Table, merge: bool) -> None:
+        spec = self._datasets[dataset]
+        table = pa.Table.from_arrays(table.columns, schema=spec.schema)  # the descriptions, for readers
+        for part, group in spec.split_by_partition(table):
+            path = spec.chunk_file(self._lake, part, kafka_partition, chunk)
             if merge:
-                mine = {row["kafka_offset"] for row in group}
-                kept = [row for row in read_parquet_rows(path) if row["kafka_offset"] not in mine]
-                group = sorted(kept + group, key=lambda row: row["kafka_offset"])
-            self._write(path, dataset, group)
+                on_disk = read_parquet_table(path)
+                if on_disk is not None:
+                    on_disk = on_disk.select(spec.schema.names).cast(spec.schema)
+                    mine = np.isin(on_disk.column("kafka_offset").to_numpy(),
+                                   group.column("kafka_offset").to_numpy())
+                    group = pa.concat_tables([on_disk.filter(pa.array(~mine)), group]).sort_by("kafka_offset")
+            self._write_table(path, dataset, group)
 
 
 class WriteLakeChunks(beam.PTransform):

@@ -27,7 +27,9 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 
 UTC = dt.timezone.utc
@@ -167,6 +169,10 @@ class Dataset:
     latest_column: str | None = None   # ... up to the newest instant it covers
     monitored: bool = True             # freshness thresholds apply (rejected/: no news is good news)
 
+    def __post_init__(self):
+        if self.partition_column not in self.schema.names:  # a row's folder is a function of the row
+            raise ValueError(f"{self.name}: partition column {self.partition_column!r} is not in the schema")
+
     # ---------------------------------------------------------------- folders and files
     @property
     def keys(self) -> tuple[str, ...]:
@@ -184,6 +190,19 @@ class Dataset:
 
     def partition_of(self, row: dict) -> str:
         return self.partition_path(row[self.partition_column])
+
+    def split_by_partition(self, table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+        """(partition folder, its rows) of a table of this dataset, rows kept in their order;
+        partition_of for a whole table at once (the partition column as epoch ms or timestamps)."""
+        span_ms = self.span // dt.timedelta(milliseconds=1)
+        buckets = np.floor_divide(table.column(self.partition_column).cast(pa.int64()).to_numpy(), span_ms)
+        first, last = (buckets.min(), buckets.max()) if len(buckets) else (0, 0)
+        if first == last:
+            if len(buckets):
+                yield self.partition_path(int(first) * span_ms), table
+            return
+        for bucket in np.unique(buckets):
+            yield self.partition_path(int(bucket) * span_ms), table.filter(pa.array(buckets == bucket))
 
     def folder(self, lake: str) -> str:
         return f"{lake.rstrip('/')}/{self.name}"

@@ -16,9 +16,10 @@ from pipelines.windows import WindowRow
 from sensorlake.lake import BY_NAME, MINUTES, READINGS_1MIN_DATASET, Dataset
 from tests.userstate import FakeState
 
-SCHEMA = pa.schema([("sensor_id", pa.string()), ("seq", pa.int64()), ("kafka_offset", pa.int64())])
+SCHEMA = pa.schema([("sensor_id", pa.string()), ("seq", pa.int64()), ("kafka_offset", pa.int64()),
+                    ("at", pa.int64())])
 DAY = 1_795_824_000_000  # 2026-11-28T00:00:00Z
-# Two datasets laid out like raw/readings, partitioned by the rows' (unwritten) "at" column.
+# Two datasets laid out like raw/readings, partitioned by the rows' "at" column (epoch ms).
 DATASETS = {name: Dataset(name, SCHEMA, (("date", "DATE"), ("hour", "INTEGER")), "at", "chunk", ("kafka_offset",),
                           (), ("kafka_offset",)) for name in ("raw", "rejected")}
 
@@ -142,9 +143,89 @@ def test_a_sealed_chunk_leaves_state_and_an_unchanged_chunk_is_not_rewritten(tmp
     rows.add(_records(range(6)))  # chunk 0 complete (0-3), chunk 1 open (4-5)
     writer.flush(0, rows, written)
     assert written.read() == {1: 2}  # chunk 0 sealed: no count kept
-    assert sorted(r.kafka_offset for batch in rows.read() for r in batch) == [4, 5]
+    assert [o for entry in rows.read() for o in entry.offsets()] == [4, 5]
     files, _ = _read(tmp_path)
     mtimes = {f: os.stat(f).st_mtime_ns for f in files}
     writer.flush(0, rows, written)  # nothing new: no file is rewritten, state unchanged
     assert {f: os.stat(f).st_mtime_ns for f in files} == mtimes
     assert written.read() == {1: 2} and len(rows.read()) == 1
+
+
+# --- the chunk buffer's state ------------------------------------------------------------------
+
+def _flush_all(writer, entries, lake):
+    rows, written = FakeState(), FakeState()
+    for entry in entries:
+        rows.add(entry)
+    writer.flush(0, rows, written)
+    return _read(lake)[1], rows, written
+
+
+def test_buffered_rows_survive_the_state_coder_as_columns(tmp_path):
+    from pipelines.sinks import BufferedCoder, ChunkRows, ChunkWriter
+
+    writer = ChunkWriter(str(tmp_path), DATASETS, chunk_size=4, flush_seconds=0)
+    recs = _records(range(3))
+    recs[1] = recs[1]._replace(dataset=None, row=None)
+    entry = writer.buffered_form(recs)
+    coder = BufferedCoder()
+    back = coder.decode(coder.encode(entry))
+    assert isinstance(back, ChunkRows) and back.offsets() == [0, 1, 2]
+    assert back.tables[None].column("kafka_offset").to_pylist() == [1]
+    assert back.tables["raw"].to_pylist() == [r.row for r in recs if r.row]
+
+
+def test_a_buffer_pickled_by_an_older_job_still_flushes(tmp_path):
+    """A savepoint taken when the buffer held pickled LakeRecords restores into this job."""
+    from pipelines.batching import Batch, BatchCoder
+    from pipelines.sinks import BufferedCoder, ChunkWriter
+
+    old = BatchCoder().encode(Batch(_records(range(3))))
+    restored = BufferedCoder().decode(old)
+    writer = ChunkWriter(str(tmp_path), DATASETS, chunk_size=4, flush_seconds=0)
+    rows, _, written = _flush_all(writer, [restored, writer.buffered_form(_records(range(3, 6)))], tmp_path)
+    assert sorted(r["seq"] for r in rows) == list(range(6))
+    assert written.read() == {1: 2}
+
+
+def test_the_last_copy_of_a_replayed_offset_wins_across_datasets(tmp_path):
+    """A record parsed again after a restore may land elsewhere (say, rejected, then readable under
+    a newer registry): the chunk holds its last fate only."""
+    from pipelines.sinks import ChunkWriter
+
+    writer = ChunkWriter(str(tmp_path), DATASETS, chunk_size=4, flush_seconds=0)
+    first = _records(range(3))
+    first[2] = first[2]._replace(dataset="rejected")
+    again = _records([2, 1])
+    again[1] = again[1]._replace(row={**again[1].row, "seq": 100})
+    _, _, written = _flush_all(writer, [writer.buffered_form(first), writer.buffered_form(again)], tmp_path)
+    files, _ = _read(tmp_path)
+    assert not [f for f in files if "/rejected/" in f]
+    raw = [r for f in files for r in pq.read_table(f).to_pylist()]
+    assert sorted((r["kafka_offset"], r["seq"]) for r in raw) == [(0, 0), (1, 100), (2, 2)]
+    assert [[r["kafka_offset"] for r in pq.read_table(f).to_pylist()] for f in files] == [[0, 2], [1]]
+    assert written.read() == {0: 3}
+
+
+def test_a_table_splits_into_the_folders_its_rows_name():
+    from sensorlake.lake import RAW, REJECTED
+
+    def hour(h, m=0):
+        return ms_to_datetime(DAY + h * 3_600_000 + m * 60_000)
+
+    raw = pa.table({"event_time": pa.array([hour(0), hour(1), hour(0, 59), hour(25)], pa.timestamp("ms", "UTC")),
+                    "seq": [0, 1, 2, 3]})
+    split = [(folder, t.column("seq").to_pylist()) for folder, t in RAW.split_by_partition(raw)]
+    assert split == [(RAW.partition_of({"event_time": hour(0)}), [0, 2]),
+                     (RAW.partition_of({"event_time": hour(1)}), [1]),
+                     ("date=2026-11-29/hour=01", [3])]
+    rejected = pa.table({"kafka_timestamp": pa.array([hour(0), hour(23, 59)], pa.timestamp("ms", "UTC"))})
+    assert [f for f, _ in REJECTED.split_by_partition(rejected)] == ["date=2026-11-28"]
+    assert list(RAW.split_by_partition(raw.slice(0, 0))) == []
+
+
+def test_a_dataset_is_partitioned_by_one_of_its_columns():
+    import pytest
+
+    with pytest.raises(ValueError, match="partition column 'when'"):
+        Dataset("x", SCHEMA, (("date", "DATE"),), "when", "chunk", ("kafka_offset",), (), ())
