@@ -17,11 +17,10 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipelines.batching import Batch
 from pipelines.dedupe import SeenReadings
 from pipelines.kafka_io import unpack_batch
 from pipelines.parsing import ParseReadings
-from pipelines.sinks import ChunkWriter
+from pipelines.sinks import ChunkRows, ChunkWriter
 from sensorlake.lake import Dataset
 from sensorlake.registry import Sensor
 
@@ -30,6 +29,10 @@ class _RawLakePerPartition(ChunkWriter):
     """(kafka partition, packed batch) -> chunk files of raw/ and rejected/, plus Observations."""
 
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # sensor id -> what it has sent
+    # Parsed rows become columns every PIECE records: a bundle after a backlog can hold 50,000
+    # records, and as dicts at once they were a million Python objects, whose arenas the worker
+    # then kept (docs/results.md, K5).
+    PIECE = 4096
 
     def __init__(self, parse: ParseReadings, seen: SeenReadings, raw_dataset: str, lake: str,
                  datasets: Mapping[str, Dataset], chunk_size: int, flush_seconds: float):
@@ -44,8 +47,11 @@ class _RawLakePerPartition(ChunkWriter):
                 rows=beam.DoFn.StateParam(ChunkWriter.ROWS), armed=beam.DoFn.StateParam(ChunkWriter.ARMED),
                 flush=beam.DoFn.TimerParam(ChunkWriter.FLUSH)):
         by_sensor = None
-        records, unique, duplicates = Batch(), 0, 0
+        records, pieces, unique, duplicates = [], [], 0, 0
         for kafka_record in unpack_batch(element):
+            if len(records) >= self.PIECE:
+                pieces.append(self.buffered_form(records))
+                records = []
             for out in self._parse.process(kafka_record):
                 if isinstance(out, beam.pvalue.TaggedOutput):
                     yield out
@@ -64,7 +70,9 @@ class _RawLakePerPartition(ChunkWriter):
         self._unique.inc(unique)
         self._duplicates.inc(duplicates)
         if records:
-            self.buffer(records, rows, armed, flush)
+            pieces.append(self.buffered_form(records))
+        if pieces:
+            self.buffer(ChunkRows.concat(pieces), rows, armed, flush)
 
 
 class WriteRawLake(beam.PTransform):

@@ -103,6 +103,15 @@ class ChunkRows:
     def offsets(self) -> list[int]:
         return sorted(o for t in self.tables.values() for o in t.column("kafka_offset").to_pylist())
 
+    @classmethod
+    def concat(cls, pieces: Iterable["ChunkRows"]) -> "ChunkRows":
+        parts: dict[str | None, list[pa.Table]] = defaultdict(list)
+        for piece in pieces:
+            for name, table in piece.tables.items():
+                parts[name].append(table)
+        return cls({name: tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+                    for name, tables in parts.items()})
+
 
 class BufferedCoder(coders.Coder):
     """The buffer's state: ChunkRows as Arrow IPC streams, anything else as a BatchCoder batch.
@@ -210,7 +219,9 @@ class ChunkWriter(_BufferedWriter):
         if missing:
             raise ValueError(f"chunk datasets need a kafka_offset column: {missing}")
 
-    def buffered_form(self, batch: Iterable[LakeRecord]) -> ChunkRows:
+    def buffered_form(self, batch: Iterable[LakeRecord] | ChunkRows) -> ChunkRows:
+        if isinstance(batch, ChunkRows):
+            return batch
         rows: dict[str, list[dict]] = defaultdict(list)
         consumed: list[int] = []
         for r in batch:

@@ -7,12 +7,13 @@ import glob
 import json
 
 import apache_beam as beam
+import pytest
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.kafka_io import KafkaRecord, pack_batch
-from pipelines.raw_lake import WriteRawLake
+from pipelines.raw_lake import WriteRawLake, _RawLakePerPartition
 from sensorlake import lake as lakedef
 from sensorlake.registry import parse_registry
 
@@ -28,7 +29,9 @@ def _reading(partition, offset, sensor, seq, second):
                        {"mqtt_topic": b"sensors", "receive_ms": b"%d" % (T0 + second * 1000 + 40)})
 
 
-def test_each_reading_once_in_raw_rejects_in_rejected_and_all_readings_to_the_windows(tmp_path):
+@pytest.mark.parametrize("piece", [4096, 2], ids=["one-piece", "pieces-of-2"])
+def test_each_reading_once_in_raw_rejects_in_rejected_and_all_readings_to_the_windows(tmp_path, monkeypatch, piece):
+    monkeypatch.setattr(_RawLakePerPartition, "PIECE", piece)  # rows become columns every `piece` records
     p0 = [_reading(0, o, "Sensor 1", o, o) for o in range(5)]
     p0_redelivered = [_reading(0, 5, "Sensor 1", 3, 3), _reading(0, 6, "Sensor 1", 4, 4)]
     p1 = [_reading(1, o, "Sensor 2", o, o) for o in range(3)]
