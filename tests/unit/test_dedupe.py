@@ -40,6 +40,24 @@ def test_only_the_first_copy_of_a_reading_is_fresh(with_seq):
     assert set(by_sensor) == {"1", "2"}
 
 
+def test_event_times_are_kept_compact_and_older_state_still_works():
+    """Without seq the state is the sensor's event times: an array that pickles as one buffer; a
+    restored state holding them as a list (an older job) is converted on first use."""
+    import pickle
+    from array import array
+
+    seen = SeenReadings(time_horizon_ms=10_000)
+    by_sensor = {"old": {"seqs": [], "times": [int(T0.timestamp() * 1000)]}}
+    assert not seen.fresh(by_sensor, _rec(0, "old", None, 0).row)
+    seconds = [*range(20), *range(10, 20)]  # then copies of the last ten seconds
+    assert [seen.fresh(by_sensor, _rec(0, s, None, sec).row) for sec in seconds for s in ("old", "new")] \
+        == [i < 20 and (sec, s) != (0, "old") for i, sec in enumerate(seconds) for s in ("old", "new")]
+    for state in by_sensor.values():
+        assert isinstance(state["times"], array)
+        assert len(state["times"]) == 11  # 9..19 s: the horizon of 10 s behind the newest, both ends kept
+    assert pickle.loads(pickle.dumps(by_sensor)) == by_sensor
+
+
 def test_registry_versions_are_stored_once_per_content(tmp_path):
     lake = str(tmp_path)
     first = store_registry_version(lake, b'{"1": {}}', now=T0)

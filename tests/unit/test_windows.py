@@ -348,3 +348,29 @@ def test_parallel_readers_never_move_a_sensor_by_another_partitions_clock():
         current[(r.sensor_id, r.window_start_ms)] = r.row
     assert sorted((sid, start, row["received"]) for (sid, start), row in current.items()) == [
         (sid, T + m * 60_000, 60) for sid in ("1", "2") for m in range(3)]
+
+
+def test_a_window_remembers_its_readings_compactly_and_a_restored_set_still_counts():
+    """A window's readings are seq ranges and an array of event times (not a set of keys); a
+    window restored from an older job's savepoint (a set) keeps telling duplicates apart."""
+    import pickle
+
+    from pipelines.windows import Observation, _add, _new_acc
+
+    def obs(seq, t):
+        return Observation("s1", t, 20.0, seq, t + 50, "C")
+
+    acc = _new_acc("C")
+    assert [_add(acc, obs(q, T + q * 1000), None) for q in [*range(60), 5, 59]] == [True] * 60 + [False, False]
+    assert acc["seqs"] == [[0, 59]] and (acc["received"], acc["dup"]) == (60, 2)
+    assert [_add(acc, obs(None, T + ms), None) for ms in (7, 3, 7)] == [True, True, False]
+    assert list(acc["times"]) == [T + 3, T + 7]
+    assert pickle.loads(pickle.dumps(acc)) == acc
+
+    old = {**_new_acc("C"), "received": 3}
+    del old["seqs"], old["times"]
+    old["keys"] = {1, 2, ("t", T)}
+    assert [_add(old, o, None) for o in (obs(2, T), obs(None, T), obs(3, T), obs(None, T + 1))] \
+        == [False, False, True, True]
+    assert "keys" not in old and old["seqs"] == [[1, 3]] and list(old["times"]) == [T, T + 1]
+    assert (old["received"], old["dup"]) == (5, 2)

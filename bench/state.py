@@ -1,0 +1,118 @@
+"""The job's keyed state as the Python worker handles it: size, objects, and a read + write.
+
+With the state cache off, the harness decodes a key's state for every bundle and holds it until the
+bundle commits, so what a state decodes into is both CPU per bundle and the worker's peak of
+Python objects (docs/results.md, K5). Two states are built here with the job's own code, no
+services, and one pickle round trip of each is timed, as stored now and in the form before:
+
+* de-duplication per Kafka partition (pipelines/dedupe.py): ``--sensors`` sensors at 1 Hz without
+  ``seq`` (the challenge's messages) for ``--seconds``, remembered for ``--horizon-s``; event
+  times as an array (now) or a list of ints (before);
+* the 1-minute windows of ``--fleet`` sensors (pipelines/windows.py): ``--windows`` windows per
+  sensor (the open one and those within the allowed lateness), 60 readings each with seq; seq
+  ranges (now) or a set of keys (before).
+
+    .venv/bin/python bench/state.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.dedupe import SeenReadings  # noqa: E402
+from pipelines.windows import Observation, _add, _new_acc  # noqa: E402
+
+T0 = dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc)
+
+
+def round_trip(state: dict, repeat: int) -> tuple[int, float, float, int]:
+    """(pickled bytes, best dump s, best load s, Python blocks it decodes into): PickleCoder's work
+    for one read and one write."""
+    dumps, loads, data, blocks = [], [], b"", 0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        dumps.append(time.perf_counter() - t)
+        before = sys.getallocatedblocks()
+        t = time.perf_counter()
+        back = pickle.loads(data)
+        loads.append(time.perf_counter() - t)
+        blocks = sys.getallocatedblocks() - before
+        del back
+    return len(data), min(dumps), min(loads), blocks
+
+
+def windows_state(fleet: int, windows: int, as_sets: bool) -> dict:
+    """Per sensor, its windows' tallies as SensorMinutes keeps them (the clock fields left out)."""
+    state = {}
+    for i in range(fleet):
+        opened = {}
+        for w in range(windows):
+            acc = _new_acc("C")
+            for k in range(60):
+                seq = w * 60 + k
+                _add(acc, Observation(f"Sensor {i}", w * 60_000 + k * 1000, 20.0 + k % 7, seq, 0, "C"), None)
+            if as_sets:
+                del acc["seqs"], acc["times"]
+                acc["keys"] = set(range(w * 60, w * 60 + 60))
+            opened[w * 60_000] = acc
+        state[f"Sensor {i}"] = {"wm": 0, "max_event": 0, "last_arrival": 0, "next": 0, "open": opened}
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sensors", type=int, default=1667, help="sensors of one partition (5,000 over 3 partitions)")
+    ap.add_argument("--seconds", type=int, default=3600, help="seconds of 1 Hz readings without seq")
+    ap.add_argument("--horizon-s", type=int, default=3600, help="how long event times are remembered")
+    ap.add_argument("--fleet", type=int, default=2500, help="sensors of the 1-minute windows' state")
+    ap.add_argument("--windows", type=int, default=7, help="windows per sensor (open + within lateness)")
+    ap.add_argument("--repeat", type=int, default=3, help="round trips per form (the best is reported)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
+    a = ap.parse_args(argv)
+    if a.sensors < 1 or a.seconds < 1 or a.repeat < 1:
+        ap.error("--sensors, --seconds and --repeat must be at least 1")
+
+    seen, state = SeenReadings(time_horizon_ms=a.horizon_s * 1000), {}
+    started = time.perf_counter()
+    for second in range(a.seconds):
+        for i in range(a.sensors):
+            at = T0 + dt.timedelta(seconds=second, milliseconds=i % 1000)
+            seen.fresh(state, {"sensor_id": f"Sensor {i}", "seq": None, "event_time": at})
+        if second and second % 600 == 0:
+            print(f"  built {second:,}/{a.seconds:,} s of traffic", file=sys.stderr, flush=True)
+    built = time.perf_counter() - started
+    kept = sum(len(s["times"]) for s in state.values())
+    as_lists = {k: {"seqs": v["seqs"], "times": list(v["times"])} for k, v in state.items()}
+    figures = {"dedupe: times as arrays": round_trip(state, a.repeat),
+               "dedupe: times as lists (before)": round_trip(as_lists, a.repeat)}
+    del state, as_lists
+    for form, sets in (("windows: seq ranges", False), ("windows: key sets (before)", True)):
+        figures[form] = round_trip(windows_state(a.fleet, a.windows, sets), a.repeat)
+
+    print(f"\nde-duplication state of one partition: {a.sensors:,} sensors, {a.seconds:,} s at 1 Hz without seq, "
+          f"horizon {a.horizon_s:,} s: {kept:,} event times kept (built in {built:.1f} s)")
+    print(f"1-minute windows' state: {a.fleet:,} sensors x {a.windows} windows of 60 readings with seq")
+    print(f"{'form':<34}{'pickled MB':>11}{'dump s':>9}{'load s':>9}{'objects':>11}")
+    for form, (size, dump, load, blocks) in figures.items():
+        print(f"{form:<34}{size / 1e6:>11.1f}{dump:>9.3f}{load:>9.3f}{blocks:>11,}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"state-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.write_text(json.dumps({"benchmark": "state", "args": vars(a), "event_times": kept,
+                                "forms": {k: {"bytes": s, "dump_s": d, "load_s": lo, "python_blocks": b}
+                                          for k, (s, d, lo, b) in figures.items()}}, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
