@@ -70,6 +70,7 @@ bench: install
 	$(PY) bench/bridge.py
 	$(PY) bench/storage.py
 	$(PY) bench/query.py
+	$(PY) bench/state.py
 	$(PY) bench/freshness.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/soak.py
