@@ -14,7 +14,7 @@ of one sensor in the same millisecond are one reading, the first to arrive is ke
 counted as a duplicate (docs/contract.md). At one reading a second that never happens by chance.
 Those times are the bulk of the state (3,600 per sensor at 1 Hz), and the state is read and
 written whole for every batch, so they are kept in an ``array('q')``: it pickles as one buffer,
-where a list of ints pickled and unpickled int by int, ten times slower (docs/results.md).
+where a list decoded into one Python int per time, five times slower (docs/results.md, K8).
 """
 
 from __future__ import annotations

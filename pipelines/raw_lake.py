@@ -29,9 +29,9 @@ class _RawLakePerPartition(ChunkWriter):
     """(kafka partition, packed batch) -> chunk files of raw/ and rejected/, plus Observations."""
 
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # sensor id -> what it has sent
-    # Parsed rows become columns every PIECE records: a bundle after a backlog can hold 50,000
-    # records, and as dicts at once they were a million Python objects, whose arenas the worker
-    # then kept (docs/results.md, K5).
+    # Parsed rows become columns every PIECE records, so a bundle after a backlog (up to 50,000
+    # records) never holds them all as Python dicts at once. It did not change the soak's peak of
+    # objects, which was the keyed state of the windows (docs/results.md, K8-K9).
     PIECE = 4096
 
     def __init__(self, parse: ParseReadings, seen: SeenReadings, raw_dataset: str, lake: str,

@@ -121,7 +121,7 @@ def _first_time(acc: dict, obs: Observation) -> bool:
     and an array of event times (readings without seq), not as a set of keys: every sensor keeps
     about seven windows within the allowed lateness, the shard's state is decoded whole for each
     bundle and held until the bundle commits, and as sets the windows of a 2,500-sensor fleet were
-    a million Python objects at once, whose arenas the worker then kept (docs/results.md, K5)."""
+    600,000 Python objects at once, whose arenas the worker then kept (docs/results.md, K8-K9)."""
     if "keys" in acc:  # a window restored from a savepoint of a job from before the ranges
         keys = acc.pop("keys")
         acc["seqs"], acc["times"] = [], array("q", sorted(k[1] for k in keys if isinstance(k, tuple)))
