@@ -237,7 +237,7 @@ class ChunkWriter(_BufferedWriter):
 
     def flush(self, key, rows, written) -> None:
         kafka_partition = key
-        entries = [e if isinstance(e, ChunkRows) else self.buffered_form(e) for e in rows.read() or ()]
+        entries = [self.buffered_form(e) for e in rows.read() or ()]  # older jobs buffered LakeRecords
         names: list[str | None] = list(dict.fromkeys(n for e in entries for n in e.tables))
         parts: dict[str | None, list[pa.Table]] = defaultdict(list)
         done: dict[str | None, int] = defaultdict(int)
