@@ -6,8 +6,10 @@ Python objects (docs/results.md, K5). Two states are built here with the job's o
 services, and one pickle round trip of each is timed, as stored now and in the form before:
 
 * de-duplication per Kafka partition (pipelines/dedupe.py): ``--sensors`` sensors at 1 Hz without
-  ``seq`` (the challenge's messages) for ``--seconds``, remembered for ``--horizon-s``; event
-  times as an array (now) or a list of ints (before);
+  ``seq`` (the challenge's messages) for ``--seconds``, remembered for ``--horizon-s``, one batch a
+  second; now a recent tier (read and written by every batch) and an archive (read only for a
+  reading older than the recent tier), before all of a sensor's times in one array, and before
+  that in a list of ints;
 * the 1-minute windows of ``--fleet`` sensors (pipelines/windows.py): ``--windows`` windows per
   sensor (the open one and those within the allowed lateness), 60 readings each with seq; seq
   ranges (now) or a set of keys (before).
@@ -23,6 +25,7 @@ import json
 import pickle
 import sys
 import time
+from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,33 +84,51 @@ def main(argv: list[str] | None = None) -> int:
     if a.sensors < 1 or a.seconds < 1 or a.repeat < 1:
         ap.error("--sensors, --seconds and --repeat must be at least 1")
 
-    seen, state = SeenReadings(time_horizon_ms=a.horizon_s * 1000), {}
+    seen, recent, archive = SeenReadings(time_horizon_ms=a.horizon_s * 1000), None, []
+    reads = rewrites = 0
     started = time.perf_counter()
     for second in range(a.seconds):
+        batch = seen.open(recent, lambda: archive)
         for i in range(a.sensors):
             at = T0 + dt.timedelta(seconds=second, milliseconds=i % 1000)
-            seen.fresh(state, {"sensor_id": f"Sensor {i}", "seq": None, "event_time": at})
+            batch.fresh({"sensor_id": f"Sensor {i}", "seq": None, "event_time": at})
+        recent, pieces, rewrite = batch.commit()
+        if rewrite:
+            archive.clear()
+        archive.extend(pieces)
+        reads, rewrites = reads + batch.archive_reads, rewrites + batch.compactions
         if second and second % 600 == 0:
             print(f"  built {second:,}/{a.seconds:,} s of traffic", file=sys.stderr, flush=True)
     built = time.perf_counter() - started
-    kept = sum(len(s["times"]) for s in state.values())
-    as_lists = {k: {"seqs": v["seqs"], "times": list(v["times"])} for k, v in state.items()}
-    figures = {"dedupe: times as arrays": round_trip(state, a.repeat),
-               "dedupe: times as lists (before)": round_trip(as_lists, a.repeat)}
-    del state, as_lists
+    whole = {}
+    for sensor, state in recent[0].items():
+        older = [p[sensor] for p in archive if sensor in p]
+        times = array("q", sorted(t for part in older for t in part if t >= state["times"][-1] - a.horizon_s * 1000))
+        whole[sensor] = {"seqs": state["seqs"], "times": times + state["times"]}
+    kept = sum(len(s["times"]) for s in whole.values())
+    recent_kept = sum(len(s["times"]) for s in recent[0].values())
+    figures = {"dedupe: recent tier (every batch)": round_trip(recent, a.repeat),
+               "dedupe: archive (only if needed)": round_trip(archive, a.repeat),
+               "dedupe: one array (before)": round_trip(whole, a.repeat)}
+    whole = {k: {"seqs": v["seqs"], "times": list(v["times"])} for k, v in whole.items()}
+    figures["dedupe: one list (earlier)"] = round_trip(whole, a.repeat)
+    del recent, archive, whole
     for form, sets in (("windows: seq ranges", False), ("windows: key sets (before)", True)):
         figures[form] = round_trip(windows_state(a.fleet, a.windows, sets), a.repeat)
 
     print(f"\nde-duplication state of one partition: {a.sensors:,} sensors, {a.seconds:,} s at 1 Hz without seq, "
-          f"horizon {a.horizon_s:,} s: {kept:,} event times kept (built in {built:.1f} s)")
+          f"horizon {a.horizon_s:,} s: {kept:,} event times kept, {recent_kept:,} of them in the recent tier; "
+          f"archive read {reads} times, rewritten {rewrites} times (built in {built:.1f} s)")
     print(f"1-minute windows' state: {a.fleet:,} sensors x {a.windows} windows of 60 readings with seq")
-    print(f"{'form':<34}{'pickled MB':>11}{'dump s':>9}{'load s':>9}{'objects':>11}")
+    print(f"{'form':<36}{'pickled MB':>11}{'dump s':>9}{'load s':>9}{'objects':>11}")
     for form, (size, dump, load, blocks) in figures.items():
-        print(f"{form:<34}{size / 1e6:>11.1f}{dump:>9.3f}{load:>9.3f}{blocks:>11,}")
+        print(f"{form:<36}{size / 1e6:>11.1f}{dump:>9.3f}{load:>9.3f}{blocks:>11,}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"state-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps({"benchmark": "state", "args": vars(a), "event_times": kept,
+                                "recent_event_times": recent_kept, "archive_reads": reads,
+                                "archive_rewrites": rewrites, "build_s": built,
                                 "forms": {k: {"bytes": s, "dump_s": d, "load_s": lo, "python_blocks": b}
                                           for k, (s, d, lo, b) in figures.items()}}, indent=2))
     print(f"written: {path}")

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 
 from pipelines.dedupe import SeenReadings
 from pipelines.kafka_io import unpack_batch
@@ -28,7 +28,8 @@ from sensorlake.registry import Sensor
 class _RawLakePerPartition(ChunkWriter):
     """(kafka partition, packed batch) -> chunk files of raw/ and rejected/, plus Observations."""
 
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # sensor id -> what it has sent
+    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # sensor id -> what it has sent lately
+    SEEN_BEFORE = BagStateSpec("seen_archive", PickleCoder())  # older event times (pipelines/dedupe.py)
     # Parsed rows become columns every PIECE records, so a bundle after a backlog (up to 50,000
     # records) never holds them all as Python dicts at once. It did not change the soak's peak of
     # objects, which was the keyed state of the windows (docs/results.md, K8-K9).
@@ -42,11 +43,13 @@ class _RawLakePerPartition(ChunkWriter):
         self._raw_dataset = raw_dataset
         self._duplicates = Metrics.counter("dedupe", "duplicates")
         self._unique = Metrics.counter("dedupe", "unique")
+        self._archive_reads = Metrics.counter("dedupe", "archive_reads")
+        self._compactions = Metrics.counter("dedupe", "archive_compactions")
 
-    def process(self, element, seen=beam.DoFn.StateParam(SEEN),
+    def process(self, element, seen=beam.DoFn.StateParam(SEEN), seen_before=beam.DoFn.StateParam(SEEN_BEFORE),
                 rows=beam.DoFn.StateParam(ChunkWriter.ROWS), armed=beam.DoFn.StateParam(ChunkWriter.ARMED),
                 flush=beam.DoFn.TimerParam(ChunkWriter.FLUSH)):
-        by_sensor = None
+        batch = None
         records, pieces, unique, duplicates = [], [], 0, 0
         for kafka_record in unpack_batch(element):
             if len(records) >= self.PIECE:
@@ -57,22 +60,32 @@ class _RawLakePerPartition(ChunkWriter):
                     yield out
                     continue
                 if out.dataset == self._raw_dataset:
-                    if by_sensor is None:
-                        by_sensor = seen.read() or {}
-                    if self._seen.fresh(by_sensor, out.row):
+                    if batch is None:
+                        batch = self._seen.open(seen.read(), seen_before.read)
+                    if batch.fresh(out.row):
                         unique += 1
                     else:  # consumed, written nowhere; it still completes its chunk
                         duplicates += 1
                         out = out._replace(dataset=None, row=None)
                 records.append(out)
-        if by_sensor is not None:
-            seen.write(by_sensor)
+        if batch is not None:
+            self._commit(batch, seen, seen_before)
         self._unique.inc(unique)
         self._duplicates.inc(duplicates)
         if records:
             pieces.append(self.buffered_form(records))
         if pieces:
             self.buffer(ChunkRows.concat(pieces), rows, armed, flush)
+
+    def _commit(self, batch, seen, seen_before):
+        recent, pieces, rewrite = batch.commit()
+        seen.write(recent)
+        if rewrite:
+            seen_before.clear()
+        for piece in pieces:
+            seen_before.add(piece)
+        self._archive_reads.inc(batch.archive_reads)
+        self._compactions.inc(batch.compactions)
 
 
 class WriteRawLake(beam.PTransform):
@@ -81,10 +94,11 @@ class WriteRawLake(beam.PTransform):
 
     def __init__(self, registry: Mapping[str, Sensor] | Callable[[], Mapping[str, Sensor]], lake: str,
                  datasets: Mapping[str, Dataset], raw_dataset: str, *, topic_prefix: str = "sensors",
-                 chunk_size: int = 10_000, flush_seconds: float = 10.0, clock=None):
+                 chunk_size: int = 10_000, flush_seconds: float = 10.0, clock=None,
+                 seen: SeenReadings | None = None):
         super().__init__()
         parse = ParseReadings(registry, topic_prefix=topic_prefix, **({"clock": clock} if clock is not None else {}))
-        self._stage = _RawLakePerPartition(parse, SeenReadings(), raw_dataset, lake, datasets, chunk_size,
+        self._stage = _RawLakePerPartition(parse, seen or SeenReadings(), raw_dataset, lake, datasets, chunk_size,
                                            flush_seconds)
 
     def expand(self, batches):

@@ -57,3 +57,41 @@ def test_each_reading_once_in_raw_rejects_in_rejected_and_all_readings_to_the_wi
         "part-p000-c000000000.parquet", "part-p000-c000000001.parquet", "part-p001-c000000000.parquet"]
     _, rejected = rows(lakedef.REJECTED_READINGS_DATASET)
     assert [(r["kafka_partition"], r["kafka_offset"], r["reason_code"]) for r in rejected] == [(1, 3, "not_json")]
+
+
+def _challenge_reading(offset, second):
+    """The challenge's message: no seq, so the reading's key is its event time to the millisecond."""
+    payload = json.dumps({"id": "Sensor 1", "dt": f"2026-11-28T17:{second // 60:02d}:{second % 60:02d}.250",
+                          "value": second % 45})
+    return KafkaRecord(0, offset, T0 + second * 1000, b"Sensor 1", payload.encode(), {"mqtt_topic": b"sensors"})
+
+
+def test_readings_without_seq_replayed_from_the_archive_are_written_once(tmp_path):
+    """Forty seconds of a sensor without seq in batches of five, with a recent tier of 5 s, then a
+    batch replaying two readings that aged out into the archive and one still recent: each reading
+    once in raw/, the three copies counted as duplicates, the archive read for the old ones and
+    rewritten when it passed its pieces."""
+    from pipelines.dedupe import SeenReadings
+
+    offsets = iter(range(1000))
+    batches = [(0, pack_batch([_challenge_reading(next(offsets), s) for s in range(b, b + 5)]))
+               for b in range(0, 40, 5)]
+    batches.append((0, pack_batch([_challenge_reading(next(offsets), s) for s in (3, 12, 38, 40)])))
+    p = TestPipeline()
+    _ = (p | beam.Create(batches)
+         | WriteRawLake(REGISTRY, str(tmp_path), lakedef.BY_NAME, lakedef.RAW_READINGS_DATASET,
+                        chunk_size=100, flush_seconds=0, clock=lambda: T0 / 1000 + 3600,
+                        seen=SeenReadings(time_horizon_ms=60_000, recent_ms=5_000, max_pieces=3)))
+    result = p.run()
+    result.wait_until_finish()
+    files = glob.glob(f"{tmp_path}/{lakedef.RAW_READINGS_DATASET}/**/*.parquet", recursive=True)
+    raw = [r for f in files for r in pq.read_table(f).to_pylist()]
+    seconds = sorted(int(r["event_time"].timestamp() * 1000 - T0) // 1000 for r in raw)
+    assert seconds == list(range(41))
+
+    def counter(name):
+        found = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("dedupe").with_name(name))
+        return sum(c.committed for c in found["counters"])
+
+    assert (counter("duplicates"), counter("unique")) == (3, 41)
+    assert counter("archive_reads") >= 1 and counter("archive_compactions") >= 1

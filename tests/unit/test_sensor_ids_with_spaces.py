@@ -81,8 +81,8 @@ def lake(tmp_path_factory):
     for rec in records:
         for out in parse.process(rec):
             (observations if hasattr(out, "tag") else lake_rows).append(getattr(out, "value", out))
-    seen, by_sensor = SeenReadings(), {}
-    kept = [r for r in lake_rows if seen.fresh(by_sensor, r.row)]
+    batch = SeenReadings().open()
+    kept = [r for r in lake_rows if batch.fresh(r.row)]
     assert len(kept) == len(lake_rows) == len(records), "no challenge message merged, none rejected"
 
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Inc()):
