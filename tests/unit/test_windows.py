@@ -374,3 +374,37 @@ def test_a_window_remembers_its_readings_compactly_and_a_restored_set_still_coun
         == [False, False, True, True]
     assert "keys" not in old and old["seqs"] == [[1, 3]] and list(old["times"]) == [T, T + 1]
     assert (old["received"], old["dup"]) == (5, 2)
+
+
+def test_closed_windows_are_kept_packed_and_an_older_jobs_unpacked_ones_still_take_late_readings():
+    """A closed window is one bytes object in state until a late reading touches it (the shard's
+    state is decoded whole for every bundle); state from a job before that holds closed windows as
+    dicts, and a late reading updates those to the same rows."""
+    import pickle
+
+    from pipelines.windows import _unpack
+
+    registry = {"1": REGISTRY["1"]}
+    data = minute()
+    on_time = [o for o in data if o not in data[40:44]]
+    late = data[42]._replace(arrival_ms=T + 80_000)
+
+    def late_rows(restore):
+        minutes = SensorMinutes(lambda: registry, THRESHOLDS, WindowSettings(), clock=lambda: NOW)
+        state = _State()
+        closing = list(minutes.process((0, on_time + CLOSE), state))
+        assert [(r.dataset, r.window_start_ms, r.row["version"]) for r in closing] == [
+            (READINGS_1MIN_DATASET, T, 0), (SENSOR_QUALITY_DATASET, T, 0)]
+        opened = state.value["1"]["open"]
+        assert isinstance(opened[T], bytes) and isinstance(opened[T + 60_000], dict)  # closed / open
+        state.value = pickle.loads(pickle.dumps(restore(state.value)))  # to Flink and back
+        rows = list(minutes.process((0, [late]), state))
+        assert isinstance(state.value["1"]["open"][T], bytes)
+        return [(r.dataset, strip(r.row)) for r in rows]
+
+    packed = late_rows(lambda value: value)
+    older = late_rows(lambda value: {sid: {**st, "open": {s: _unpack(a) for s, a in st["open"].items()}}
+                                     for sid, st in value.items()})
+    assert packed == older == [
+        (READINGS_1MIN_DATASET, c([o.value for o in on_time + [late]], 0, 59, version=1)),
+        (SENSOR_QUALITY_DATASET, q(57, late=1, status="ok", version=1))]
