@@ -115,6 +115,9 @@ def _new_acc(unit: str) -> dict:
             "max": None, "first": None, "last": None, "out": 0, "late": 0, "dup": 0, "version": -1, "unit": unit}
 
 
+_PACKED_FIELDS = tuple(_new_acc(""))  # a packed window is its values in this order
+
+
 def _pack(acc: dict) -> bytes:
     """A closed window as one bytes object.
 
@@ -122,13 +125,25 @@ def _pack(acc: dict) -> bytes:
     decoded whole for every bundle and held until the bundle commits: as dicts, the five or six
     closed windows each sensor keeps within the allowed lateness were most of the worker's peak of
     Python objects at 5,000 sensors (docs/results.md, K12). Packed, each is one object, unpacked
-    only when a late reading touches it."""
-    return pickle.dumps(acc, pickle.HIGHEST_PROTOCOL)
+    only when a late reading touches it. The values go without their keys and the array as its
+    bytes, so a packed window is smaller than the dict it replaces (bench/state.py)."""
+    return pickle.dumps(tuple(acc[k].tobytes() if k == "times" else acc[k] for k in _PACKED_FIELDS),
+                        pickle.HIGHEST_PROTOCOL)
 
 
 def _unpack(acc: dict | bytes | None) -> dict | None:
-    """A window's tallies; an older job's state holds closed windows as dicts, which pass as they are."""
-    return pickle.loads(acc) if isinstance(acc, bytes) else acc
+    """A window's tallies. Older jobs' state holds closed windows as dicts, or as bytes of a pickled
+    dict (ff5b668): both come back as they were."""
+    if not isinstance(acc, bytes):
+        return acc
+    values = pickle.loads(acc)
+    if isinstance(values, dict):
+        return values
+    unpacked = dict(zip(_PACKED_FIELDS, values))
+    times = array("q")
+    times.frombytes(unpacked["times"])
+    unpacked["times"] = times
+    return unpacked
 
 
 def _first_time(acc: dict, obs: Observation) -> bool:

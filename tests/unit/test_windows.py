@@ -402,9 +402,28 @@ def test_closed_windows_are_kept_packed_and_an_older_jobs_unpacked_ones_still_ta
         assert isinstance(state.value["1"]["open"][T], bytes)
         return [(r.dataset, strip(r.row)) for r in rows]
 
+    def closed_as(form):
+        return lambda value: {sid: {**st, "open": {s: form(_unpack(a)) for s, a in st["open"].items()}}
+                              for sid, st in value.items()}
+
     packed = late_rows(lambda value: value)
-    older = late_rows(lambda value: {sid: {**st, "open": {s: _unpack(a) for s, a in st["open"].items()}}
-                                     for sid, st in value.items()})
-    assert packed == older == [
+    older = late_rows(closed_as(lambda acc: acc))  # dicts (before ff5b668)
+    pickled_dicts = late_rows(closed_as(lambda acc: pickle.dumps(acc)))  # bytes of a dict (ff5b668)
+    assert packed == older == pickled_dicts == [
         (READINGS_1MIN_DATASET, c([o.value for o in on_time + [late]], 0, 59, version=1)),
         (SENSOR_QUALITY_DATASET, q(57, late=1, status="ok", version=1))]
+
+
+def test_a_packed_window_comes_back_equal_and_is_smaller_than_its_dict():
+    """Packing keeps every tally (seq ranges, event times of readings without seq, the moments)."""
+    import pickle
+
+    from pipelines.windows import _add, _new_acc, _pack, _unpack
+
+    acc = _new_acc("C")
+    for o in minute()[:30] + [o._replace(seq=None, event_time_ms=o.event_time_ms + 1) for o in minute()[30:33]]:
+        _add(acc, o, REGISTRY["1"])
+    assert acc["seqs"] and len(acc["times"]) == 3
+    back = _unpack(_pack(acc))
+    assert back == acc and list(back) == list(acc) and back["times"].typecode == "q"
+    assert len(_pack(acc)) < len(pickle.dumps(acc, pickle.HIGHEST_PROTOCOL))
