@@ -11,8 +11,9 @@ services, and one pickle round trip of each is timed, as stored now and in the f
   reading older than the recent tier), before all of a sensor's times in one array, and before
   that in a list of ints;
 * the 1-minute windows of ``--fleet`` sensors (pipelines/windows.py): ``--windows`` windows per
-  sensor (the open one and those within the allowed lateness), 60 readings each with seq; seq
-  ranges (now) or a set of keys (before).
+  sensor (``--open`` open ones and the closed ones within the allowed lateness), 60 readings each
+  with seq; closed windows packed into bytes and seq ranges (now), every window a dict of seq
+  ranges (before), or a dict with a set of keys (earlier).
 
     .venv/bin/python bench/state.py
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.dedupe import SeenReadings  # noqa: E402
-from pipelines.windows import Observation, _add, _new_acc  # noqa: E402
+from pipelines.windows import Observation, _add, _new_acc, _pack  # noqa: E402
 
 T0 = dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc)
 
@@ -53,8 +54,9 @@ def round_trip(state: dict, repeat: int) -> tuple[int, float, float, int]:
     return len(data), min(dumps), min(loads), blocks
 
 
-def windows_state(fleet: int, windows: int, as_sets: bool) -> dict:
-    """Per sensor, its windows' tallies as SensorMinutes keeps them (the clock fields left out)."""
+def windows_state(fleet: int, windows: int, form: str, open_windows: int) -> dict:
+    """Per sensor, its windows' tallies as SensorMinutes keeps them (the clock fields left out);
+    form: "packed" (now), "ranges" or "sets"."""
     state = {}
     for i in range(fleet):
         opened = {}
@@ -63,10 +65,11 @@ def windows_state(fleet: int, windows: int, as_sets: bool) -> dict:
             for k in range(60):
                 seq = w * 60 + k
                 _add(acc, Observation(f"Sensor {i}", w * 60_000 + k * 1000, 20.0 + k % 7, seq, 0, "C"), None)
-            if as_sets:
+            if form == "sets":
                 del acc["seqs"], acc["times"]
                 acc["keys"] = set(range(w * 60, w * 60 + 60))
-            opened[w * 60_000] = acc
+            closed = w < windows - open_windows
+            opened[w * 60_000] = _pack(acc) if form == "packed" and closed else acc
         state[f"Sensor {i}"] = {"wm": 0, "max_event": 0, "last_arrival": 0, "next": 0, "open": opened}
     return state
 
@@ -78,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon-s", type=int, default=3600, help="how long event times are remembered")
     ap.add_argument("--fleet", type=int, default=2500, help="sensors of the 1-minute windows' state")
     ap.add_argument("--windows", type=int, default=7, help="windows per sensor (open + within lateness)")
+    ap.add_argument("--open", type=int, default=1, help="of those, open ones (1, or 2 just after a minute ends)")
     ap.add_argument("--repeat", type=int, default=3, help="round trips per form (the best is reported)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     a = ap.parse_args(argv)
     if a.sensors < 1 or a.seconds < 1 or a.repeat < 1:
         ap.error("--sensors, --seconds and --repeat must be at least 1")
+    if not 0 <= a.open <= a.windows:
+        ap.error("--open must be between 0 and --windows")
 
     seen, recent, archive = SeenReadings(time_horizon_ms=a.horizon_s * 1000), None, []
     reads = rewrites = 0
@@ -113,13 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     whole = {k: {"seqs": v["seqs"], "times": list(v["times"])} for k, v in whole.items()}
     figures["dedupe: one list (earlier)"] = round_trip(whole, a.repeat)
     del recent, archive, whole
-    for form, sets in (("windows: seq ranges", False), ("windows: key sets (before)", True)):
-        figures[form] = round_trip(windows_state(a.fleet, a.windows, sets), a.repeat)
+    for name, form in (("windows: closed ones packed", "packed"), ("windows: seq ranges (before)", "ranges"),
+                       ("windows: key sets (earlier)", "sets")):
+        figures[name] = round_trip(windows_state(a.fleet, a.windows, form, a.open), a.repeat)
 
     print(f"\nde-duplication state of one partition: {a.sensors:,} sensors, {a.seconds:,} s at 1 Hz without seq, "
           f"horizon {a.horizon_s:,} s: {kept:,} event times kept, {recent_kept:,} of them in the recent tier; "
           f"archive read {reads} times, rewritten {rewrites} times (built in {built:.1f} s)")
-    print(f"1-minute windows' state: {a.fleet:,} sensors x {a.windows} windows of 60 readings with seq")
+    print(f"1-minute windows' state: {a.fleet:,} sensors x {a.windows} windows of 60 readings with seq, "
+          f"{a.open} of them open")
     print(f"{'form':<36}{'pickled MB':>11}{'dump s':>9}{'load s':>9}{'objects':>11}")
     for form, (size, dump, load, blocks) in figures.items():
         print(f"{form:<36}{size / 1e6:>11.1f}{dump:>9.3f}{load:>9.3f}{blocks:>11,}")
