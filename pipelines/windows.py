@@ -115,7 +115,7 @@ def _new_acc(unit: str) -> dict:
             "max": None, "first": None, "last": None, "out": 0, "late": 0, "dup": 0, "version": -1, "unit": unit}
 
 
-_PACKED_FIELDS = tuple(_new_acc(""))  # a packed window is its values in this order
+_PACKED_FIELDS = tuple(_new_acc(""))  # a packed window is its values in this order: new fields go last
 
 
 def _pack(acc: dict) -> bytes:
@@ -139,7 +139,7 @@ def _unpack(acc: dict | bytes | None) -> dict | None:
     values = pickle.loads(acc)
     if isinstance(values, dict):
         return values
-    unpacked = dict(zip(_PACKED_FIELDS, values))
+    unpacked = {**_new_acc(""), **dict(zip(_PACKED_FIELDS, values))}  # a field added since: its default
     times = array("q")
     times.frombytes(unpacked["times"])
     unpacked["times"] = times
