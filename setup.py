@@ -9,7 +9,8 @@ INSTALL_REQUIRES = [
     "pyarrow==16.1.0",  # apache-beam 2.62 requires pyarrow < 17
     "duckdb==2.0.1",
     "paho-mqtt==2.1.0",
-    "kafka-python==3.0.12",
+    "kafka-python==3.0.12",  # topic administration, tests and benchmarks
+    "confluent-kafka==2.16.1",  # the bridge's producer (librdkafka: batching and protocol outside the GIL)
     "psutil==7.2.2",
     "PyYAML==6.0.4",
     "jsonschema==4.26.0",  # validates the registry and the data catalogue (also an apache-beam dependency)

@@ -71,12 +71,13 @@ def subscriber_main(argv: list[str]) -> int:
     p.add_argument("--idle-timeout", type=float, default=60)
     a = p.parse_args(argv)
     s = Settings.load()
-    state = {"n": 0, "first": 0.0, "last": 0.0, "subscribed": False}
+    state = {"n": 0, "first": 0.0, "last": 0.0, "subscribed": False, "cpu0": 0.0}
 
     def on_message(c, u, m):  # noqa: ANN001
         now = time.time()
         if not state["n"]:
             state["first"] = now
+            state["cpu0"] = time.process_time()
         state["n"] += 1
         state["last"] = now
 
@@ -99,10 +100,11 @@ def subscriber_main(argv: list[str]) -> int:
         if time.time() - ref > a.idle_timeout:
             break
         time.sleep(0.05)
+    cpu = time.process_time() - state["cpu0"]
     time.sleep(0.2)  # let the last PUBACKs out
     c.disconnect()
     c.loop_stop()
-    print(json.dumps({"count": state["n"], "first": state["first"], "last": state["last"]}), flush=True)
+    print(json.dumps({"count": state["n"], "first": state["first"], "last": state["last"], "cpu_s": cpu}), flush=True)
     return 0
 
 
@@ -150,7 +152,8 @@ class Run:
             pub = self.publish(prefix)
         res = json.loads(sub.communicate()[0].strip().splitlines()[-1])
         secs = max(1e-9, res["last"] - res["first"])
-        return {"received": res["count"], "seconds": secs, "msgs_per_s": res["count"] / secs, "publishers": pub}
+        return {"received": res["count"], "seconds": secs, "msgs_per_s": res["count"] / secs, "publishers": pub,
+                "cpu_us_per_msg": 1e6 * res["cpu_s"] / max(1, res["count"])}
 
     # bridge ---------------------------------------------------------------------
     def bridge(self, mode: str) -> dict:
@@ -186,6 +189,7 @@ class Run:
         else:
             proc = start()
             pub = None
+        cpu0 = process_cpu(proc.pid)  # connected: start-up (imports, Kafka metadata) is not counted
         samples: list[tuple[float, float]] = []
         if mode == "live":  # publishers start now; this thread samples the bridge's counter
             import threading
@@ -209,6 +213,7 @@ class Run:
             t.join()
             pub = box.get("pub")
         m = metrics(port)
+        cpu = process_cpu(proc.pid) - cpu0
         stop(proc)
         first = next((t for t, v in samples if v > 0), samples[0][0])
         # interpolate: the sample before the first non-zero one bounds the start from below
@@ -220,7 +225,16 @@ class Run:
         lat_count = m.get("sensorlake_bridge_kafka_latency_seconds_count", 0)
         return {"forwarded": fwd, "seconds": secs, "msgs_per_s": fwd / secs, "publishers": pub,
                 "duplicates": m.get("sensorlake_bridge_messages_duplicate_total", 0),
+                "cpu_us_per_msg": 1e6 * cpu / max(1, fwd),
                 "mean_latency_ms": 1000 * m.get("sensorlake_bridge_kafka_latency_seconds_sum", 0) / max(1, lat_count)}
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -241,6 +255,7 @@ def metrics(port: int) -> dict[str, float]:
 
 
 def machine_info(s: Settings) -> dict:
+    import confluent_kafka
     import kafka
     import paho.mqtt
 
@@ -257,7 +272,8 @@ def machine_info(s: Settings) -> dict:
 
     return {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(), "cpu_model": cpu,
             "python": platform.python_version(), "paho_mqtt": paho.mqtt.__version__,
-            "kafka_python": kafka.__version__, "mosquitto": mosq, "kafka_broker": KAFKA_VERSION,
+            "kafka_python": kafka.__version__, "confluent_kafka": confluent_kafka.version()[0],
+            "librdkafka": confluent_kafka.libversion()[0], "mosquitto": mosq, "kafka_broker": KAFKA_VERSION,
             "load_avg": os.getloadavg(), "bridge": {"max_inflight": s.bridge_max_inflight,
                                                      "compression": kafka_io.compression_type(),
                                                      "acks": "all", "idempotence": True}}
@@ -308,13 +324,15 @@ def measure(args: argparse.Namespace, s: Settings) -> int:
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "modes": {}}
     print(f"{run.total()} QoS 1 readings from {args.publishers} publisher processes, "
           f"{args.sensors * args.publishers} sensors; broker {s.mqtt_host}:{s.mqtt_port}, kafka {s.kafka_bootstrap}")
-    print(f"{'load':<9}{'ceiling (bare paho)':>22}{'bridge (acks=all)':>20}{'ratio':>8}")
+    print(f"{'load':<9}{'ceiling (bare paho)':>22}{'bridge (acks=all)':>20}{'ratio':>8}"
+          f"{'CPU us/msg: ceiling':>22}{'bridge':>8}")
     for mode in modes:
         ceil = run.ceiling(mode)
         br = run.bridge(mode)
         ratio = br["msgs_per_s"] / ceil["msgs_per_s"] if ceil["msgs_per_s"] else 0
         results["modes"][mode] = {"ceiling": ceil, "bridge": br, "ratio": ratio}
-        print(f"{mode:<9}{ceil['msgs_per_s']:>16,.0f} msg/s{br['msgs_per_s']:>14,.0f} msg/s{ratio:>8.2f}", flush=True)
+        print(f"{mode:<9}{ceil['msgs_per_s']:>16,.0f} msg/s{br['msgs_per_s']:>14,.0f} msg/s{ratio:>8.2f}"
+              f"{ceil['cpu_us_per_msg']:>22.1f}{br['cpu_us_per_msg']:>8.1f}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bridge-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"

@@ -68,7 +68,7 @@ class Bridge:
             self.fatal = str(exc)
             self._close_metrics()
             return EXIT_CONFIG
-        self.producer = kafka_io.connect(s, self.stop_event)
+        self.producer = kafka_io.connect(s, self.stop_event, on_fatal=self._fatal)
         if self.producer is None:  # stopped while waiting for Kafka
             self._close_metrics()
             return EXIT_OK
@@ -103,11 +103,10 @@ class Bridge:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         kafka_down = self.acker is not None and self.acker.stalled
         if not self.fatal:
-            try:
-                self.producer.flush(timeout=1.0 if kafka_down else DRAIN_TIMEOUT_S - 1.5)
-            except Exception as exc:  # noqa: BLE001 - e.g. Kafka down: unconfirmed stay unacked
+            left = self.producer.flush(1.0 if kafka_down else DRAIN_TIMEOUT_S - 1.5)
+            if left:  # e.g. Kafka down: unconfirmed stay unacked
                 kafka_down = True
-                log_event(log, logging.WARNING, "flush incomplete at shutdown", error=repr(exc))
+                log_event(log, logging.WARNING, "flush incomplete at shutdown", unconfirmed=left)
             while len(self.window) and time.monotonic() < deadline - 1.0:
                 head = self.window.head()
                 if head is None or not head.future.is_done or head.future.exception is not None:

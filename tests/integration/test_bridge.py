@@ -134,6 +134,12 @@ def event_ms(ts) -> int:
 
 
 # ---------------------------------------------------------------------------- tests
+def java_partition(key: bytes, partitions: int) -> int:
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def test_happy_path_once_each_in_order_with_key_headers_and_event_time(services, bridges, tmp_path):
     s = services.settings
     b = bridges().start()
@@ -154,6 +160,8 @@ def test_happy_path_once_each_in_order_with_key_headers_and_event_time(services,
     assert set(by_sensor) == {f"s{i}".encode() for i in range(5)}
     for key, rs in by_sensor.items():
         assert len({r.partition for r in rs}) == 1, "one sensor, one partition"
+        # the Java client's partition (murmur2), as before the producer was librdkafka
+        assert rs[0].partition == java_partition(key, s.kafka_partitions), key
         assert [json.loads(r.value)["seq"] for r in rs] == list(range(200)), "per-sensor order kept"
         for r in rs:
             doc = json.loads(r.value)

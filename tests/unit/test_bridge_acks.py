@@ -208,3 +208,42 @@ def test_classify():
     for exc in (Errors.KafkaTimeoutError(), Errors.NotLeaderForPartitionError(), Errors.KafkaConnectionError(),
                 RuntimeError("anything else")):
         assert kafka_io.classify(exc) == acks.RETRY
+
+
+def test_librdkafka_errors_are_classified_as_kafka_pythons_of_the_same_code():
+    from confluent_kafka import KafkaError
+
+    cases = {KafkaError.INVALID_TIMESTAMP: acks.RESTAMP, KafkaError.MSG_SIZE_TOO_LARGE: acks.DLQ,
+             KafkaError.INVALID_RECORD: acks.DLQ, KafkaError.NOT_LEADER_FOR_PARTITION: acks.RETRY,
+             KafkaError._MSG_TIMED_OUT: acks.RETRY, KafkaError._TRANSPORT: acks.RETRY,
+             KafkaError._ALL_BROKERS_DOWN: acks.RETRY}
+    for code, action in cases.items():
+        exc = kafka_io.to_error(KafkaError(code))
+        assert isinstance(exc, Errors.KafkaError) and kafka_io.classify(exc) == action, (code, exc)
+    assert isinstance(kafka_io.to_error(KafkaError(KafkaError._MSG_TIMED_OUT)), Errors.KafkaTimeoutError)
+    # the DLQ reason names the same class as before the client changed
+    assert acks._reason(kafka_io.to_error(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))) == "kafka_MessageSizeTooLargeError"
+
+
+def test_delivery_outcome_wakes_a_waiting_acker():
+    from confluent_kafka import KafkaError
+
+    cv = threading.Condition()
+    ok, bad = kafka_io.Delivery(cv), kafka_io.Delivery(cv)
+    t0 = time.monotonic()
+    ok.get(0.05)  # nothing arrives: returns after the timeout, without raising
+    assert not ok.is_done and time.monotonic() - t0 >= 0.04
+
+    def confirm():
+        time.sleep(0.05)
+        ok._on_delivery(None, None)
+        bad._on_delivery(KafkaError(KafkaError.INVALID_TIMESTAMP), None)
+        with cv:
+            cv.notify_all()
+
+    threading.Thread(target=confirm).start()
+    ok.get(5)
+    assert ok.is_done and ok.exception is None
+    bad.get(5)
+    assert bad.is_done and isinstance(bad.exception, Errors.InvalidTimestampError)
+    assert kafka_io.failed_future(Errors.KafkaTimeoutError()).is_done

@@ -69,7 +69,7 @@ def test_send_that_raises_becomes_a_failed_entry_for_the_acker(bridge):
     bridge.producer = FakeProducer(fail=Errors.KafkaTimeoutError("no metadata"))
     bridge._on_message(None, None, message(1, b"sensors/1", b"{}"))
     (entry,) = bridge.window.snapshot()
-    assert entry.future.failed() and isinstance(entry.future.exception, Errors.KafkaTimeoutError)
+    assert entry.future.is_done and isinstance(entry.future.exception, Errors.KafkaTimeoutError)
 
 
 def test_a_bug_in_record_building_still_forwards_the_payload(bridge, monkeypatch):
