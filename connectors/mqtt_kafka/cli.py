@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(exc))
     configure_logging(settings.log_level)
     if settings.log_level.upper() != "DEBUG":
-        # kafka-python logs every failed reconnect; the bridge reports outages itself.
+        # kafka-python (topic admin) and librdkafka ("kafka.librdkafka") log every failed reconnect;
+        # the bridge reports outages itself.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     bridge = Bridge(settings)
     previous = {}
