@@ -247,3 +247,21 @@ def test_delivery_outcome_wakes_a_waiting_acker():
     bad.get(5)
     assert bad.is_done and isinstance(bad.exception, Errors.InvalidTimestampError)
     assert kafka_io.failed_future(Errors.KafkaTimeoutError()).is_done
+
+
+def test_only_a_fatal_producer_error_stops_the_bridge():
+    from confluent_kafka import KafkaError
+
+    from sensorlake.settings import Settings
+
+    stops = []
+    # nothing listens there: librdkafka connects lazily, so this needs no broker
+    p = kafka_io.Producer(Settings.load(env={}, kafka_bootstrap="127.0.0.1:1"), on_fatal=stops.append)
+    try:
+        p._on_error(KafkaError(KafkaError._TRANSPORT, "broker down"))
+        p._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "all down"))
+        assert stops == []  # outages: the acker holds acks and reports the stall
+        p._on_error(KafkaError(KafkaError._FATAL, "producer fenced", fatal=True))
+        assert len(stops) == 1 and "producer fenced" in stops[0]
+    finally:
+        p.close(0)
