@@ -275,7 +275,7 @@ def machine_info(s: Settings) -> dict:
             "kafka_python": kafka.__version__, "confluent_kafka": confluent_kafka.version()[0],
             "librdkafka": confluent_kafka.libversion()[0], "mosquitto": mosq, "kafka_broker": KAFKA_VERSION,
             "load_avg": os.getloadavg(), "bridge": {"max_inflight": s.bridge_max_inflight,
-                                                     "compression": kafka_io.compression_type(),
+                                                     "compression": kafka_io.COMPRESSION,
                                                      "acks": "all", "idempotence": True}}
 
 

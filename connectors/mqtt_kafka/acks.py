@@ -139,7 +139,7 @@ def wait_future(future: Any, timeout: float) -> None:
     if future.is_done:
         return
     get = getattr(future, "get", None)
-    if get is None:  # a plain kafka.future.Future (tests, synchronous failures)
+    if get is None:  # a plain kafka.future.Future (unit tests)
         time.sleep(min(timeout, 0.01))
         return
     try:

@@ -37,10 +37,7 @@ BOOTSTRAP_TIMEOUT_MS = 5_000
 MAX_REQUEST_BYTES = 1_048_576  # the broker's default message.max.bytes is a little above
 #: How often the delivery thread wakes when nothing happens (it wakes at once on a confirmation).
 POLL_S = 0.05
-
-
-def compression_type() -> str:
-    return "zstd"
+COMPRESSION = "zstd"  # librdkafka's wheel bundles the codec
 
 
 def bootstrap_servers(settings: Settings) -> list[str]:
@@ -59,7 +56,7 @@ def producer_config(settings: Settings) -> dict:
         "request.timeout.ms": 30_000,
         "linger.ms": 5,
         "batch.size": 128 * 1024,
-        "compression.type": compression_type(),
+        "compression.type": COMPRESSION,
         "partitioner": "murmur2_random",
         "message.max.bytes": MAX_REQUEST_BYTES,
         # the ack window bounds what is outstanding; the local queue never refuses before it
@@ -231,7 +228,7 @@ def connect(settings: Settings, stop: threading.Event, max_backoff: float = 30.0
                           partitions=settings.kafka_partitions)
             producer = create_producer(settings, on_fatal)
             log_event(log, logging.INFO, "kafka producer ready", bootstrap=settings.kafka_bootstrap,
-                      compression=compression_type(), client=f"librdkafka {confluent_kafka.libversion()[0]}")
+                      compression=COMPRESSION, client=f"librdkafka {confluent_kafka.libversion()[0]}")
             return producer
         except (Errors.KafkaError, KafkaException, OSError, ValueError) as exc:
             log_event(log, logging.WARNING, "kafka not available; retrying", bootstrap=settings.kafka_bootstrap,
