@@ -608,7 +608,7 @@ def start_profile(a, pid: int, home: Path, subprocesses: bool) -> dict:
 STAGES = [
     ("parse (ParseReadings)", ("parsing.py",)),
     ("dedupe (_DedupeBySensor)", ("dedupe.py",)),
-    ("1-minute windows (SensorMinutes, AddHeartbeats)", ("windows.py",)),
+    ("1-minute windows (SensorMinutes, BatchByShard)", ("windows.py",)),
     ("sinks: Arrow + Parquet write", ("write_parquet_atomically", "from_pylist", "read_parquet_rows")),
     ("sinks: buffering (_BufferedWriter, state)", ("sinks.py",)),
     ("Kafka record conversion (_to_record)", ("kafka_io.py",)),

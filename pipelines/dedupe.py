@@ -112,7 +112,9 @@ class SeenBatch:
             if fresh:
                 prune_seqs(state["seqs"], self._rules.seq_horizon)
             return fresh
-        t = int(row["event_time"].timestamp() * 1000)
+        t = row["event_time"]  # epoch ms, as ParseReadings writes rows
+        if not isinstance(t, int):
+            t = int(t.timestamp() * 1000)
         times = state["times"]
         if not isinstance(times, array):  # state of a job from before the arrays
             times = state["times"] = array("q", times)

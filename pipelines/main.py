@@ -35,7 +35,7 @@ def build(p: beam.Pipeline, settings: Settings, registry: RegistrySource, flush_
           chunk_size: int, group_id: str, window_flush_seconds: float) -> None:
     readings = (p
                 | "ReadKafka" >> ReadKafkaBatches(settings, group_id=group_id)
-                | "RawLake" >> WriteRawLake(registry, settings.lake, lake.BY_NAME, lake.RAW_READINGS_DATASET,
+                | "RawLake" >> WriteRawLake(registry, settings.lake, lake.BY_NAME,
                                             topic_prefix=settings.mqtt_topic_prefix, chunk_size=chunk_size,
                                             flush_seconds=flush_seconds))
     (readings

@@ -17,6 +17,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 
+from pipelines.batching import Batch
 from pipelines.dedupe import SeenReadings
 from pipelines.kafka_io import unpack_batch
 from pipelines.parsing import ParseReadings
@@ -26,7 +27,8 @@ from sensorlake.registry import Sensor
 
 
 class _RawLakePerPartition(ChunkWriter):
-    """(kafka partition, packed batch) -> chunk files of raw/ and rejected/, plus Observations."""
+    """(kafka partition, packed batch) -> chunk files of raw/ and rejected/, plus the batch's
+    Observations as one Batch on tag ``readings``."""
 
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # sensor id -> what it has sent lately
     SEEN_BEFORE = BagStateSpec("seen_archive", PickleCoder())  # older event times (pipelines/dedupe.py)
@@ -35,12 +37,11 @@ class _RawLakePerPartition(ChunkWriter):
     # objects, which was the keyed state of the windows (docs/results.md, K8-K9).
     PIECE = 4096
 
-    def __init__(self, parse: ParseReadings, seen: SeenReadings, raw_dataset: str, lake: str,
-                 datasets: Mapping[str, Dataset], chunk_size: int, flush_seconds: float):
+    def __init__(self, parse: ParseReadings, seen: SeenReadings, lake: str, datasets: Mapping[str, Dataset],
+                 chunk_size: int, flush_seconds: float):
         super().__init__(lake, datasets, chunk_size, flush_seconds)
         self._parse = parse
         self._seen = seen
-        self._raw_dataset = raw_dataset
         self._duplicates = Metrics.counter("dedupe", "duplicates")
         self._unique = Metrics.counter("dedupe", "unique")
         self._archive_reads = Metrics.counter("dedupe", "archive_reads")
@@ -51,23 +52,23 @@ class _RawLakePerPartition(ChunkWriter):
                 flush=beam.DoFn.TimerParam(ChunkWriter.FLUSH)):
         batch = None
         records, pieces, unique, duplicates = [], [], 0, 0
+        observations = Batch()
+        now_ms = self._parse.now_ms()
         for kafka_record in unpack_batch(element):
             if len(records) >= self.PIECE:
                 pieces.append(self.buffered_form(records))
                 records = []
-            for out in self._parse.process(kafka_record):
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield out
-                    continue
-                if out.dataset == self._raw_dataset:
-                    if batch is None:
-                        batch = self._seen.open(seen.read(), seen_before.read)
-                    if batch.fresh(out.row):
-                        unique += 1
-                    else:  # consumed, written nowhere; it still completes its chunk
-                        duplicates += 1
-                        out = out._replace(dataset=None, row=None)
-                records.append(out)
+            out, observation = self._parse.parse(kafka_record, now_ms)
+            if observation is not None:
+                observations.append(observation)
+                if batch is None:
+                    batch = self._seen.open(seen.read(), seen_before.read)
+                if batch.fresh(out.row):
+                    unique += 1
+                else:  # consumed, written nowhere; it still completes its chunk
+                    duplicates += 1
+                    out = out._replace(dataset=None, row=None)
+            records.append(out)
         if batch is not None:
             self._commit(batch, seen, seen_before)
         self._unique.inc(unique)
@@ -76,6 +77,8 @@ class _RawLakePerPartition(ChunkWriter):
             pieces.append(self.buffered_form(records))
         if pieces:
             self.buffer(ChunkRows.concat(pieces), rows, armed, flush)
+        if observations:  # one element for the windows, not one per reading (bench/PIPELINE.md)
+            yield beam.pvalue.TaggedOutput(ParseReadings.READINGS_TAG, observations)
 
     def _commit(self, batch, seen, seen_before):
         recent, pieces, rewrite = batch.commit()
@@ -90,16 +93,15 @@ class _RawLakePerPartition(ChunkWriter):
 
 class WriteRawLake(beam.PTransform):
     """(kafka partition, packed batch) -> raw/ and rejected/ chunk files; returns the readings
-    (Observations) for the 1-minute windows."""
+    for the 1-minute windows, as Batches of Observations (one per packed batch)."""
 
     def __init__(self, registry: Mapping[str, Sensor] | Callable[[], Mapping[str, Sensor]], lake: str,
-                 datasets: Mapping[str, Dataset], raw_dataset: str, *, topic_prefix: str = "sensors",
+                 datasets: Mapping[str, Dataset], *, topic_prefix: str = "sensors",
                  chunk_size: int = 10_000, flush_seconds: float = 10.0, clock=None,
                  seen: SeenReadings | None = None):
         super().__init__()
         parse = ParseReadings(registry, topic_prefix=topic_prefix, **({"clock": clock} if clock is not None else {}))
-        self._stage = _RawLakePerPartition(parse, seen or SeenReadings(), raw_dataset, lake, datasets, chunk_size,
-                                           flush_seconds)
+        self._stage = _RawLakePerPartition(parse, seen or SeenReadings(), lake, datasets, chunk_size, flush_seconds)
 
     def expand(self, batches):
         out = batches | "ParseDedupeWrite" >> beam.ParDo(self._stage).with_outputs(

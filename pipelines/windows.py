@@ -12,7 +12,7 @@ state, which is also what a per-sensor quality metric means:
 * readings for a closed window arrive *late*: within ``allowed_lateness_ms`` they update the
   window (``late`` += 1, row re-emitted with version + 1); beyond it they are counted in
   ``windows/dropped_beyond_lateness`` (they are in raw/ regardless);
-* a sensor that sends nothing has no event time to advance its clock. ``AddHeartbeats`` tells
+* a sensor that sends nothing has no event time to advance its clock. ``BatchByShard`` tells
   every known sensor the *arrival* clocks of the Kafka partitions (the bridge's receive time of
   the newest record in each); a sensor that has not sent anything for ``idle_timeout_ms`` of its
   own partition's arrival time is moved to ``arrival - out_of_orderness``. Arrival time per
@@ -40,8 +40,10 @@ import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from pipelines.batching import group_per_bundle, shard_of
+from pipelines.batching import Batch, KeyedBatch, shard_of
 from pipelines.dedupe import add_seq
 from sensorlake.lake import READINGS_1MIN_DATASET, SENSOR_QUALITY_DATASET
 from sensorlake.quality import Thresholds, completeness, range_validity
@@ -367,11 +369,17 @@ class SensorMinutes(beam.DoFn):
     def _advance(self, sensor_id: str, st: dict, wm: int, sensor: Sensor | None,
                  out: list[WindowRow]) -> None:
         """Moves the sensor's watermark to wm: closes the windows it passes, forgets old ones."""
-        if wm <= st["wm"] and window_start(wm) <= st["next"]:
+        first_open = window_start(wm)  # windows before it have ended (end <= wm)
+        if first_open <= st["next"]:
+            # Nothing to close: the common case, a reading in the same minute as the last one. The
+            # windows beyond lateness are forgotten when one closes (a late reading is judged by
+            # the watermark, not by whether its window is still held).
+            if wm > st["wm"]:
+                st["wm"] = wm
             return
         wm = max(wm, st["wm"])
         st["wm"] = wm
-        first_open = window_start(wm)  # windows before it have ended (end <= wm)
+        first_open = window_start(wm)
         now = self._now_ms()
         opened = st["open"]
         closing = [s for s in opened if st["next"] <= s < first_open]
@@ -394,15 +402,19 @@ class SensorMinutes(beam.DoFn):
             del opened[s]  # beyond lateness: nothing can change it any more
 
 
-class AddHeartbeats(beam.DoFn):
-    """Observation -> (shard, Observation), plus (shard, Heartbeat) for every shard every
-    ``interval_ms`` of arrival time.
+class BatchByShard(beam.DoFn):
+    """Observations -> (shard, Batch) once per shard per bundle, with heartbeats among them.
 
-    The heartbeat carries this reader's arrival clock per Kafka partition; each sensor applies the
-    clock of its own partition (see Heartbeat), so catching up a backlog partition by partition,
-    or a reader ahead of another, never makes a sensor late. The state here is per DoFn instance
-    and soft: a heartbeat can only move an idle sensor on, so repeats from parallel instances are
-    harmless, and after a restart the clocks rebuild from the records.
+    An element is an Observation or a list of them (the raw stage hands over each packed Kafka
+    batch's readings as one Batch: a reading crossing the harness alone cost more Python time than
+    the window it goes to, bench/PIPELINE.md). A shard's Batch keeps arrival order.
+
+    Every ``interval_ms`` of arrival time a Heartbeat, this reader's arrival clock per Kafka
+    partition, goes to every shard after the reading that moved the clock; each sensor applies the
+    clock of its own partition (see Heartbeat), so catching up a backlog partition by partition, or
+    a reader ahead of another, never makes a sensor late. The clocks are per DoFn instance and soft:
+    a heartbeat can only move an idle sensor on, so repeats from parallel instances are harmless,
+    and after a restart the clocks rebuild from the records.
     """
 
     def __init__(self, interval_ms: int, shards: int):
@@ -414,23 +426,43 @@ class AddHeartbeats(beam.DoFn):
         self._clock: dict[int, int] = {}  # partition -> newest arrival time
         self._last_beat = 0
 
-    def process(self, obs: Observation):
-        yield shard_of(obs.sensor_id, self._shards), obs
-        if obs.arrival_ms <= self._clock.get(obs.partition, 0):
-            return
-        self._clock[obs.partition] = obs.arrival_ms
-        newest = max(self._clock.values())
-        if newest - self._last_beat < self._interval_ms:
-            return
-        self._last_beat = newest
-        beat = Heartbeat(tuple(sorted(self._clock.items())))
-        self._heartbeats.inc(self._shards)
-        for shard in range(self._shards):
-            yield shard, beat
+    def start_bundle(self):
+        self._groups: dict[int, Batch] = {}
+        self._earliest = MAX_TIMESTAMP
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        if timestamp < self._earliest:
+            self._earliest = timestamp
+        groups, clock, shards = self._groups, self._clock, self._shards
+        for obs in element if isinstance(element, list) else (element,):
+            shard = shard_of(obs.sensor_id, shards)
+            group = groups.get(shard)
+            if group is None:
+                group = groups[shard] = Batch()
+            group.append(obs)
+            if obs.arrival_ms <= clock.get(obs.partition, 0):
+                continue
+            clock[obs.partition] = obs.arrival_ms
+            newest = max(clock.values())
+            if newest - self._last_beat < self._interval_ms:
+                continue
+            self._last_beat = newest
+            beat = Heartbeat(tuple(sorted(clock.items())))
+            self._heartbeats.inc(shards)
+            for s in range(shards):
+                groups.setdefault(s, Batch()).append(beat)
+        return ()  # everything comes out in finish_bundle
+
+    def finish_bundle(self):
+        ts = self._earliest if self._earliest < MAX_TIMESTAMP else Timestamp(0)
+        for shard, group in self._groups.items():
+            yield GlobalWindows.windowed_value((shard, group), timestamp=ts)
+        self._groups = {}
 
 
 class ResampleAndScore(beam.PTransform):
-    """Observations -> WindowRows of curated/readings_1min and quality/sensor_quality_1min."""
+    """Observations (alone or in lists) -> WindowRows of curated/readings_1min and
+    quality/sensor_quality_1min."""
 
     def __init__(self, registry: Callable[[], Mapping[str, Sensor]], thresholds: Thresholds,
                  settings: WindowSettings, heartbeat_interval_ms: int, clock=None):
@@ -443,7 +475,7 @@ class ResampleAndScore(beam.PTransform):
 
     def expand(self, observations):
         return (observations
-                | "AddHeartbeats" >> beam.ParDo(AddHeartbeats(self._interval, self._s.shards))
-                | "BatchByShard" >> group_per_bundle()
+                | "BatchByShard" >> beam.ParDo(BatchByShard(self._interval, self._s.shards))
+                .with_output_types(KeyedBatch)
                 | "SensorMinutes" >> beam.ParDo(
                     SensorMinutes(self._registry, self._thresholds, self._s, self._clock)))

@@ -39,11 +39,15 @@ def test_each_reading_once_in_raw_rejects_in_rejected_and_all_readings_to_the_wi
     batches = [(0, pack_batch(p0[:3])), (1, pack_batch(p1 + [bad])), (0, pack_batch(p0[3:] + p0_redelivered))]
     with TestPipeline() as p:
         readings = (p | beam.Create(batches)
-                    | WriteRawLake(REGISTRY, str(tmp_path), lakedef.BY_NAME, lakedef.RAW_READINGS_DATASET,
+                    | WriteRawLake(REGISTRY, str(tmp_path), lakedef.BY_NAME,
                                    chunk_size=4, flush_seconds=0, clock=lambda: T0 / 1000 + 3600))
-        assert_that(readings | beam.Map(lambda o: (o.sensor_id, o.seq, o.partition)),
+        assert_that(readings | beam.FlatMap(lambda batch: [(o.sensor_id, o.seq, o.partition) for o in batch]),
                     equal_to([("Sensor 1", s, 0) for s in (0, 1, 2, 3, 4, 3, 4)]
                              + [("Sensor 2", s, 1) for s in range(3)]))
+        # one element per packed batch, its readings in offset order
+        assert_that(readings | beam.Map(lambda batch: [(o.partition, o.seq) for o in batch]),
+                    equal_to([[(0, 0), (0, 1), (0, 2)], [(1, 0), (1, 1), (1, 2)], [(0, 3), (0, 4), (0, 3), (0, 4)]]),
+                    label="per batch")
 
     def rows(dataset):
         files = sorted(glob.glob(f"{tmp_path}/{dataset}/**/*.parquet", recursive=True))
@@ -79,7 +83,7 @@ def test_readings_without_seq_replayed_from_the_archive_are_written_once(tmp_pat
     batches.append((0, pack_batch([_challenge_reading(next(offsets), s) for s in (3, 12, 38, 40)])))
     p = TestPipeline()
     _ = (p | beam.Create(batches)
-         | WriteRawLake(REGISTRY, str(tmp_path), lakedef.BY_NAME, lakedef.RAW_READINGS_DATASET,
+         | WriteRawLake(REGISTRY, str(tmp_path), lakedef.BY_NAME,
                         chunk_size=100, flush_seconds=0, clock=lambda: T0 / 1000 + 3600,
                         seen=SeenReadings(time_horizon_ms=60_000, recent_ms=5_000, max_pieces=3)))
     result = p.run()

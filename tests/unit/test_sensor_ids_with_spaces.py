@@ -19,13 +19,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import Timestamp
 
 from connectors.mqtt_kafka.records import RecordBuilder
-from pipelines.batching import GroupPerBundle
 from pipelines.dedupe import SeenReadings
 from pipelines.kafka_io import KafkaRecord
 from pipelines.parsing import ParseReadings
 from pipelines.registry_source import store_registry_version
 from pipelines.sinks import ChunkWriter, _WindowFileWriter
-from pipelines.windows import AddHeartbeats, SensorMinutes, WindowSettings
+from pipelines.windows import BatchByShard, SensorMinutes, WindowSettings
 from sensorlake import lake as lakedef
 from sensorlake import sql
 from sensorlake.catalog import write_catalog
@@ -74,9 +73,9 @@ def lake(tmp_path_factory):
 
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Inc()):
         parse = ParseReadings(registry, clock=lambda: NOW.timestamp(), topic_prefix="sensors")
-        heartbeats = AddHeartbeats(5_000, WindowSettings().shards)
+        by_shard = BatchByShard(5_000, WindowSettings().shards)
         minutes = SensorMinutes(lambda: registry, Thresholds(), WindowSettings(), clock=lambda: NOW.timestamp())
-    heartbeats.setup()
+    by_shard.setup()
     lake_rows, observations = [], []
     for rec in records:
         for out in parse.process(rec):
@@ -94,13 +93,10 @@ def lake(tmp_path_factory):
     for partition, rs in by_partition.items():  # what the sink's flush timer writes
         chunks.flush(partition, _State([rs]), _State())
 
-    group = GroupPerBundle()
-    group.start_bundle()
-    for o in observations:
-        for keyed in heartbeats.process(o):
-            group.process(keyed, timestamp=Timestamp(0))
+    by_shard.start_bundle()
+    by_shard.process(observations, timestamp=Timestamp(0))  # a list, as the raw stage hands them over
     states, window_rows = {}, []
-    for wv in group.finish_bundle():
+    for wv in by_shard.finish_bundle():
         shard, _ = wv.value
         window_rows.extend(minutes.process(wv.value, states.setdefault(shard, _State())))
     files = defaultdict(list)

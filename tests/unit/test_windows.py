@@ -21,10 +21,10 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.batching import GroupPerBundle
 from sensorlake.quality import Thresholds
 from sensorlake.lake import READINGS_1MIN, READINGS_1MIN_DATASET, SENSOR_QUALITY, SENSOR_QUALITY_DATASET
-from pipelines.windows import AddHeartbeats, Observation, ResampleAndScore, SensorMinutes, WindowSettings
+from pipelines.batching import shard_of
+from pipelines.windows import BatchByShard, Heartbeat, Observation, ResampleAndScore, SensorMinutes, WindowSettings
 from sensorlake.registry import parse_registry
 from tests.userstate import FakeState as _State
 
@@ -101,18 +101,16 @@ class _Counter:
 def _counters(batches, registry, settings, thresholds):
     counts: dict[str, int] = {}
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Counter(counts, name)):
-        heartbeats = AddHeartbeats(5_000, settings.shards)
+        by_shard = BatchByShard(5_000, settings.shards)
         minutes = SensorMinutes(lambda: registry, thresholds, settings, clock=lambda: NOW)
-    heartbeats.setup()
+    by_shard.setup()
     states: dict[int, _State] = {}
     out = []
     for batch in batches:  # one bundle each, batched per shard as the job does
-        group = GroupPerBundle()
-        group.start_bundle()
+        by_shard.start_bundle()
         for o in batch:
-            for keyed in heartbeats.process(o):
-                group.process(keyed, timestamp=Timestamp(0))
-        for wv in group.finish_bundle():
+            by_shard.process(o, timestamp=Timestamp(0))
+        for wv in by_shard.finish_bundle():
             shard, _ = wv.value
             out.extend(minutes.process(wv.value, states.setdefault(shard, _State())))
     return counts, out
@@ -328,8 +326,8 @@ def test_parallel_readers_never_move_a_sensor_by_another_partitions_clock():
     moved by it: none of its readings may turn late."""
     counts: dict[str, int] = {}
     with mock.patch.object(Metrics, "counter", lambda namespace, name: _Counter(counts, name)):
-        reader0 = AddHeartbeats(5_000, WindowSettings().shards)
-        reader1 = AddHeartbeats(5_000, WindowSettings().shards)
+        reader0 = BatchByShard(5_000, WindowSettings().shards)
+        reader1 = BatchByShard(5_000, WindowSettings().shards)
         minutes = SensorMinutes(lambda: {"1": REGISTRY["1"], "2": REGISTRY["2"]}, THRESHOLDS, clock=lambda: NOW)
     reader0.setup()
     reader1.setup()
@@ -339,9 +337,12 @@ def test_parallel_readers_never_move_a_sensor_by_another_partitions_clock():
     # partition 1 lags 100 s of arrival time behind partition 0 (a slower reader, a backlog)
     p1 = [o._replace(partition=1, arrival_ms=o.arrival_ms - 100_000) for o in minute("2", range(0, 200))]
     for a, b in zip(p0, p1):
-        for reader, o in ((reader0, a), (reader1, b)):
-            for shard, event in reader.process(o):
-                out.extend(minutes.process((shard, [event]), states.setdefault(shard, _State())))
+        for reader, o in ((reader0, a), (reader1, b)):  # a bundle per reading
+            reader.start_bundle()
+            reader.process(o, timestamp=Timestamp(0))
+            for wv in reader.finish_bundle():
+                shard, events = wv.value
+                out.extend(minutes.process((shard, events), states.setdefault(shard, _State())))
     assert counts.get("late_readings", 0) == counts.get("dropped_beyond_lateness", 0) == 0
     current = {}
     for r in sorted((r for r in out if r.dataset == SENSOR_QUALITY_DATASET), key=lambda r: r.row["version"]):
@@ -427,3 +428,31 @@ def test_a_packed_window_comes_back_equal_and_is_smaller_than_its_dict():
     back = _unpack(_pack(acc))
     assert back == acc and list(back) == list(acc) and back["times"].typecode == "q"
     assert len(_pack(acc)) < len(pickle.dumps(acc, pickle.HIGHEST_PROTOCOL))
+
+
+def test_batch_by_shard_gives_the_same_batches_for_lists_as_for_single_readings():
+    """The raw stage hands its readings over as one list per Kafka batch; the shards' batches (and
+    the heartbeats among them, after the reading that moved a partition's clock) must be exactly
+    what the same readings give one at a time."""
+    readings = minute("1", range(0, 30)) + minute("2", range(0, 30)) + minute("1", range(30, 60))
+    readings = [o._replace(partition=i % 2, arrival_ms=o.arrival_ms + (i % 2) * 3_000) for i, o in enumerate(readings)]
+
+    def batches(elements):
+        counts: dict[str, int] = {}
+        with mock.patch.object(Metrics, "counter", lambda namespace, name: _Counter(counts, name)):
+            by_shard = BatchByShard(5_000, 8)
+        by_shard.setup()
+        by_shard.start_bundle()
+        for e in elements:
+            by_shard.process(e, timestamp=Timestamp(0))
+        return {wv.value[0]: list(wv.value[1]) for wv in by_shard.finish_bundle()}, counts
+
+    one_by_one, counts = batches(readings)
+    as_lists, counts_lists = batches([readings[:25], readings[25:70], readings[70:]])
+    assert as_lists == one_by_one and counts_lists == counts
+    beats = [e for e in one_by_one[0] if isinstance(e, Heartbeat)]
+    assert len(beats) >= 2 and counts["heartbeats"] == 8 * len(beats)
+    assert all(len([e for e in b if isinstance(e, Heartbeat)]) == len(beats) for b in one_by_one.values())
+    shard_of_1 = shard_of("1", 8)
+    ones = [e for e in one_by_one[shard_of_1] if not isinstance(e, Heartbeat) and e.sensor_id == "1"]
+    assert [o.seq for o in ones] == list(range(60))  # arrival order kept within a shard
