@@ -253,7 +253,7 @@ class ParseReadings(beam.DoFn):
         time (a caller parsing a whole batch asks the clock once).
 
         Timestamps in the rows are epoch ms: Arrow's timestamp[ms] columns take them as they are,
-        and three datetimes per reading cost about 4 us of the worker's CPU (bench/PIPELINE.md)."""
+        and three datetimes per reading cost about 3 us of the worker's CPU (bench/PIPELINE.md)."""
         payload = record.value if record.value is not None else b""
         topic = _header_text(record.headers, "mqtt_topic")
         result = parse_reading(payload, registry=self._registry(),

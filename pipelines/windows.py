@@ -40,10 +40,8 @@ import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from pipelines.batching import Batch, KeyedBatch, shard_of
+from pipelines.batching import Batch, GroupPerBundle, KeyedBatch, shard_of
 from pipelines.dedupe import add_seq
 from sensorlake.lake import READINGS_1MIN_DATASET, SENSOR_QUALITY_DATASET
 from sensorlake.quality import Thresholds, completeness, range_validity
@@ -402,7 +400,7 @@ class SensorMinutes(beam.DoFn):
             del opened[s]  # beyond lateness: nothing can change it any more
 
 
-class BatchByShard(beam.DoFn):
+class BatchByShard(GroupPerBundle):
     """Observations -> (shard, Batch) once per shard per bundle, with heartbeats among them.
 
     An element is an Observation or a list of them (the raw stage hands over each packed Kafka
@@ -426,10 +424,6 @@ class BatchByShard(beam.DoFn):
         self._clock: dict[int, int] = {}  # partition -> newest arrival time
         self._last_beat = 0
 
-    def start_bundle(self):
-        self._groups: dict[int, Batch] = {}
-        self._earliest = MAX_TIMESTAMP
-
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         if timestamp < self._earliest:
             self._earliest = timestamp
@@ -451,13 +445,7 @@ class BatchByShard(beam.DoFn):
             self._heartbeats.inc(shards)
             for s in range(shards):
                 groups.setdefault(s, Batch()).append(beat)
-        return ()  # everything comes out in finish_bundle
-
-    def finish_bundle(self):
-        ts = self._earliest if self._earliest < MAX_TIMESTAMP else Timestamp(0)
-        for shard, group in self._groups.items():
-            yield GlobalWindows.windowed_value((shard, group), timestamp=ts)
-        self._groups = {}
+        return ()  # everything comes out in GroupPerBundle.finish_bundle
 
 
 class ResampleAndScore(beam.PTransform):
