@@ -18,6 +18,10 @@ visible (sinks write a temporary file and rename it), so
   curated  = mtime of the first file version holding (sensor, minute) - the minute's end
   quality  = the same for quality/sensor_quality_1min
 over readings published after a warm-up. Targets: raw p95 <= 30 s, aggregates p95 <= 75 s.
+A raw row's time is split by hop: event -> in Kafka (the topic's end offsets, sampled every
+0.5 s), in Kafka -> ingest (the row's ingest_time: the job's read) and ingest -> visible (the
+job's buffer and flush); and its p95 is given per measured minute, so a backlog left by the start
+shows as one, not as a steady state.
 
 Then the quiet tail: the generator stops (its report says, by seq, what the broker acknowledged)
 and the topic goes quiet. Every acknowledged reading must still reach raw/, within the raw flush
@@ -27,13 +31,16 @@ interval plus the bridge's and the job's own hops, without a next record to push
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,13 +73,23 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class FileWatch:
-    """First-seen time of each row key, from the mtime of the file version that first held it."""
+    """First-seen time of each row key, from the mtime of the file version that first held it.
 
-    def __init__(self, root: Path, sql: str):
+    ``sql`` selects ``key..., reference_ms, *stamps`` from ``{files}``; ``nkey`` says how many
+    leading columns are the key. With ``grows_by`` (the last column, one that only grows within a
+    file: the raw chunks' kafka_offset), a rewritten file is read from past the largest value already
+    seen, so the watch costs the new rows, not the whole file again: on two cores its CPU is
+    taken from the job it measures (it prints what it used)."""
+
+    def __init__(self, root: Path, sql: str, nkey: int, grows_by: str | None = None):
         self.root = root
-        self.sql = sql  # select key..., reference_ms from {files}
+        self.sql = sql
+        self.nkey = nkey
+        self.grows_by = grows_by
         self.mtimes: dict[str, float] = {}
-        self.first: dict[tuple, tuple[int, float]] = {}  # key -> (reference ms, visible_at - reference s)
+        self.read_to: dict[str, int] = {}
+        self.first: dict[tuple, tuple] = {}  # key -> (reference ms, visible_at - reference s, *stamps)
+        self.db = duckdb.connect()
 
     def poll(self) -> None:
         changed = []
@@ -84,16 +101,85 @@ class FileWatch:
             if self.mtimes.get(str(path)) != m:
                 changed.append((str(path), m))
         for path, m in changed:
+            sql = self.sql.format(files=f"read_parquet('{path}')")
+            if self.grows_by:
+                sql = f"select * from ({sql}) where {self.grows_by} > {self.read_to.get(path, -1)}"
             try:
-                rows = duckdb.connect().execute(self.sql.format(files=f"read_parquet('{path}')")).fetchall()
+                rows = self.db.execute(sql).fetchall()
             except (duckdb.IOException, duckdb.InvalidInputException):
                 continue  # replaced while we read it: the next poll sees the new version
             self.mtimes[path] = m
-            for *key, ref_ms in rows:
-                self.first.setdefault(tuple(key), (ref_ms, m - ref_ms / 1000))
+            n = self.nkey
+            for row in rows:
+                ref_ms = row[n]
+                self.first.setdefault(row[:n], (ref_ms, m - ref_ms / 1000, *row[n + 1:]))
+            if self.grows_by and rows:
+                self.read_to[path] = max(self.read_to.get(path, -1), max(r[-1] for r in rows))
 
     def latencies(self, from_ms: int, to_ms: int) -> list[float]:
-        return [lat for ref, lat in self.first.values() if from_ms <= ref < to_ms]
+        return [v[1] for v in self.first.values() if from_ms <= v[0] < to_ms]
+
+    def split(self, from_ms: int, to_ms: int, kafka: "EndOffsets") -> dict[str, list[float]]:
+        """Raw rows by hop (stamps: ingest ms, partition, offset): event -> in Kafka (generator,
+        MQTT, bridge), in Kafka -> ingest (the job's read: Kafka source, bundles, the Python
+        worker's queue) and ingest -> visible (the job's buffer until the flush, and the write)."""
+        hops: dict[str, list[float]] = {"event_to_kafka": [], "kafka_to_ingest": [], "ingest_to_visible": []}
+        for ref, lat, ingest_ms, partition, offset in (v for v in self.first.values() if from_ms <= v[0] < to_ms):
+            ingest = ingest_ms / 1000
+            written = kafka.written_by(partition, offset)
+            if written is not None:
+                hops["event_to_kafka"].append(written - ref / 1000)
+                hops["kafka_to_ingest"].append(ingest - written)
+            hops["ingest_to_visible"].append(lat - (ingest - ref / 1000))
+        return hops
+
+
+class EndOffsets:
+    """When each Kafka offset was written: the topic's end offsets, sampled every ``every`` s in a
+    thread of its own (a slow file scan must not stretch the samples)."""
+
+    def __init__(self, bootstrap: str, topic: str, every: float = 0.5):
+        self.bootstrap, self.topic, self.every = bootstrap, topic, every
+        self.series: dict[int, tuple[list[int], list[float]]] = {}  # partition -> (end offsets, times)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="end-offsets", daemon=True)
+
+    def start(self) -> "EndOffsets":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        try:
+            while not self._stop.wait(self.every):
+                parts = consumer.partitions_for_topic(self.topic)
+                if not parts:
+                    consumer.topics()  # the bridge creates the topic: refresh the metadata
+                    continue
+                try:
+                    end = consumer.end_offsets([TopicPartition(self.topic, p) for p in parts])
+                except Exception:  # noqa: BLE001 - a missed sample only widens the next interval
+                    continue
+                now = time.time()
+                for tp, e in end.items():
+                    ends, times = self.series.setdefault(tp.partition, ([], []))
+                    if not ends or e > ends[-1]:
+                        ends.append(e)
+                        times.append(now)
+        finally:
+            consumer.close()
+
+    def written_by(self, partition: int, offset: int) -> float | None:
+        """The first sample at which the record was in Kafka (at most ``every`` s late)."""
+        ends, times = self.series.get(partition, ([], []))
+        i = bisect.bisect_right(ends, offset)
+        return times[i] if i < len(times) else None
 
 
 def spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -150,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = isolated_settings(home, a.offset, bridge_metrics_port=0)
     stack = LocalStack(settings, install(settings))
     procs: dict[str, subprocess.Popen] = {}
+    kafka: EndOffsets | None = None
     interrupted = False
 
     def on_signal(*_):
@@ -177,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             if procs["pipeline"].poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the job did not start; see {home / 'pipeline.log'}")
             time.sleep(2)
+        kafka = EndOffsets(s.kafka_bootstrap, s.kafka_topic).start()
         say("job RUNNING; starting the generator")
         report = home / "generator-report.json"
         procs["generator"] = spawn([PY, "-m", "iot_data_generator", "--registry", str(registry),
@@ -185,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         measure_from_ms = int((time.time() + a.warmup) * 1000)
         lake = Path(s.lake)
         watches = {
-            "raw": FileWatch(lake / DATASETS["raw"], "select sensor_id, seq, epoch_ms(event_time) from {files}"),
+            "raw": FileWatch(lake / DATASETS["raw"], "select sensor_id, seq, epoch_ms(event_time), "
+                             "epoch_ms(ingest_time), kafka_partition, kafka_offset from {files}", nkey=2, grows_by="kafka_offset"),
             "curated": FileWatch(lake / DATASETS["curated"],
-                                 "select sensor_id, epoch_ms(window_start), epoch_ms(window_end) from {files}"),
+                                 "select sensor_id, epoch_ms(window_start), epoch_ms(window_end) from {files}", nkey=2),
             "quality": FileWatch(lake / DATASETS["quality"],
-                                 "select sensor_id, epoch_ms(window_start), epoch_ms(window_end) from {files}"),
+                                 "select sensor_id, epoch_ms(window_start), epoch_ms(window_end) from {files}", nkey=2),
         }
         end = time.monotonic() + a.warmup + a.minutes * 60 + a.flush_seconds + 90
         next_say = 0.0
@@ -208,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if kafka is not None:
+            kafka.stop()
         for name in ("generator", "pipeline", "bridge"):
             stop(procs.get(name), signal.SIGINT if name != "bridge" else signal.SIGTERM)
         stack.down(progress=lambda m: None)
@@ -229,6 +320,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, n, p50, p95, mx in table:
         f = lambda x: f"{x:8.1f}" if x is not None else "       -"  # noqa: E731
         print(f"{name:<10} {n:>8} {f(p50)} {f(p95)} {f(mx)}")
+    f50 = lambda v: f"{percentile(v, 0.5):.1f}" if v else "-"  # noqa: E731
+    f95 = lambda v: f"{percentile(v, 0.95):.1f}" if v else "-"  # noqa: E731
+    hops = watches["raw"].split(measure_from_ms, stop_ms, kafka)
+    print("raw p50/p95 by hop: " + "; ".join(f"{name.replace('_to_', ' -> ')} {f50(v)}/{f95(v)} s"
+                                             for name, v in hops.items()))
+    minutes = range(measure_from_ms, stop_ms, 60_000)
+    by_minute = {"total": [percentile(watches["raw"].latencies(t, t + 60_000), 0.95) for t in minutes]}
+    for t in minutes:
+        for name, v in watches["raw"].split(t, t + 60_000, kafka).items():
+            by_minute.setdefault(name, []).append(percentile(v, 0.95))
+    print("raw p95 s per measured minute:")
+    for name, v in by_minute.items():
+        print(f"  {name.replace('_to_', ' -> '):<20} " + " ".join(f"{x:5.1f}" if x is not None else "    -" for x in v))
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"this benchmark's own CPU (file scans): {cpu.ru_utime + cpu.ru_stime:.0f} s")
     print(f"quiet tail: {quiet['in_raw']:,} of {quiet['acked']:,} acknowledged readings in raw/; the last "
           f"one visible {quiet['last_visible_after_stop_s']} s after the generator stopped "
           f"(raw flush {a.flush_seconds:g} s)")
@@ -239,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "freshness", "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "measured_from_ms": measure_from_ms, "stop_ms": stop_ms,
         "results": {n: {"rows": c, "p50_s": p50, "p95_s": p95, "max_s": mx} for n, c, p50, p95, mx in table},
+        "raw_hops": {name: {"p50_s": percentile(v, 0.5), "p95_s": percentile(v, 0.95), "rows": len(v)}
+                     for name, v in hops.items()},
+        "raw_p95_per_minute_s": by_minute,
+        "benchmark_cpu_s": cpu.ru_utime + cpu.ru_stime,
         "quiet_tail": quiet,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg(),
                     "beam": BEAM_VERSION, "flink": FLINK_VERSION, "kafka": KAFKA_VERSION},
