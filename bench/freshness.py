@@ -158,11 +158,11 @@ class EndOffsets:
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
         try:
             while not self._stop.wait(self.every):
-                parts = consumer.partitions_for_topic(self.topic)
-                if not parts:
-                    consumer.topics()  # the bridge creates the topic: refresh the metadata
-                    continue
                 try:
+                    parts = consumer.partitions_for_topic(self.topic)
+                    if not parts:
+                        consumer.topics()  # the bridge creates the topic: refresh the metadata
+                        continue
                     end = consumer.end_offsets([TopicPartition(self.topic, p) for p in parts])
                 except Exception:  # noqa: BLE001 - a missed sample only widens the next interval
                     continue
