@@ -166,3 +166,110 @@ def test_ack_many_queues_ordered_pubacks_as_one_write():
     assert pkt["to_process"] == 12 and pkt["pos"] == 0
     c.ack_many([])
     assert len(c._out_packet) == 1
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, b = n >> 7, n & 0x7F
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _publish(topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, dup: bool = False, retain: bool = False,
+             props: bytes = b"\x00") -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + props + payload
+    return bytes([0x30 | (0x08 if dup else 0) | qos << 1 | (0x01 if retain else 0)]) + _varint(len(body)) + body
+
+
+def _stream() -> bytes:
+    """What a broker may send a v5 subscriber: plain QoS 0/1 PUBLISHes (the bulk), and what the fast
+    path must leave to paho: properties (a content type, a topic alias), QoS 2, a PINGRESP."""
+    parts = [_publish(b"sensors/s%d" % i, b'{"seq":%d}' % i, mid=i + 1) for i in range(5)]
+    parts += [
+        _publish(b"sensors/q0", b"qos0", qos=0),
+        _publish(b"sensors/dup", b"again", mid=7, dup=True, retain=True),
+        _publish(b"sensors/big", b"x" * 200, mid=8),  # 2-byte remaining length
+        _publish(b"sensors/huge", b"y" * 20_000, mid=9),  # 3-byte remaining length, several reads
+        _publish(b"sensors/props", b"ct", mid=10, props=b"\x05\x03\x00\x02js"),  # content type "js"
+        _publish(b"sensors/q2", b"exactly-once", qos=2, mid=11),
+        b"\xd0\x00",  # PINGRESP
+        _publish(b"sensors/empty", b"", mid=12),
+        _publish("sensors/ünï".encode(), "ü".encode(), mid=13),
+    ]
+    parts += [_publish(b"sensors/t%d" % i, b"v%d" % i, mid=100 + i) for i in range(50)]
+    return b"".join(parts)
+
+
+class WireSock(FakeSock):
+    """A socket that returns the byte stream in fixed-size pieces (packets straddle reads)."""
+
+    def __init__(self, data: bytes, piece: int):
+        super().__init__([data[i:i + piece] for i in range(0, len(data), piece)])
+        self.sent = b""
+
+    def recv(self, n):
+        self.calls += 1
+        if not self.chunks:
+            raise BlockingIOError
+        c = self.chunks[0]
+        if len(c) > n:
+            self.chunks[0] = c[n:]
+            return c[:n]
+        return self.chunks.pop(0)
+
+    def send(self, b):
+        self.sent += bytes(b)
+        return len(b)
+
+
+def _receive(client, sock, monkeypatch=None):
+    import paho.mqtt.client as mqtt
+
+    got = []
+    client.on_message = lambda c, u, m: got.append((m.topic, bytes(m.payload), m.qos, m.mid, m.dup, m.retain,
+                                                     str(m.properties)))
+    client._sock = sock
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    for _ in range(10_000):
+        if not sock.chunks and not (isinstance(sock, mqtt_io.BufferedSocket) and sock.buffered()):
+            break
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    client._sock = None
+    return got
+
+
+@pytest.mark.parametrize("piece", [65536, 1000, 37, 1])
+def test_fast_publish_path_delivers_what_paho_delivers(piece, monkeypatch):
+    import paho.mqtt.client as mqtt
+
+    data = _stream()
+    plain = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="p", protocol=mqtt.MQTTv5, manual_ack=True)
+    expected = _receive(plain, WireSock(data, piece))
+    assert len(expected) == 62 and expected[-1][0] == "sensors/t49"  # QoS 2 waits for its PUBREL
+
+    slow_calls = []
+    real = mqtt.Client._handle_publish
+    monkeypatch.setattr(mqtt.Client, "_handle_publish", lambda self: slow_calls.append(1) or real(self))
+    fast = mqtt_io.make_client(Settings.load(env={}), "f")
+    sock = mqtt_io.BufferedSocket(WireSock(data, piece))
+    assert _receive(fast, sock) == expected
+    if piece == 65536:  # one read holds everything: paho parses the first packet and those it must
+        assert len(slow_calls) <= 4
+    assert fast._in_packet["command"] == 0 and fast._last_msg_in > 0
+
+
+def test_fast_publish_path_stands_aside_for_a_logger(monkeypatch):
+    """paho logs every PUBLISH it parses when a logger is set; the fast path would hide them."""
+    import logging
+
+    import paho.mqtt.client as mqtt
+
+    slow_calls = []
+    real = mqtt.Client._handle_publish
+    monkeypatch.setattr(mqtt.Client, "_handle_publish", lambda self: slow_calls.append(1) or real(self))
+    fast = mqtt_io.make_client(Settings.load(env={}), "f")
+    fast.enable_logger(logging.getLogger("paho-test"))
+    got = _receive(fast, mqtt_io.BufferedSocket(WireSock(_publish(b"sensors/a", b"1") * 3, 65536)))
+    assert len(got) == 3 and len(slow_calls) == 3
