@@ -101,8 +101,13 @@ class Settings(BaseSettings):
         "", "MQTT client id of the bridge's persistent session (default sensorlake-<bridge id>); "
             "never shared by two running bridges.")
     bridge_max_inflight: int = _opt(
-        1000, "Readings received but not yet acked to MQTT (MQTT v5 Receive Maximum); at the bound "
-              "the bridge stops reading and the broker queues.")
+        2000, "Readings received but not yet acked to MQTT (MQTT v5 Receive Maximum); at the bound "
+              "the bridge stops reading and the broker queues. Size it to rate x (linger + Kafka's ack "
+              "time), with room for bursts.")
+    bridge_linger_ms: int = _opt(
+        50, "How long the bridge's Kafka producer waits to fill a batch (librdkafka linger.ms): fewer, "
+            "larger batches cost the bridge and the broker less CPU and the log fewer bytes, at this much "
+            "latency.", ge=0, le=60_000)
     bridge_max_payload_bytes: int = _opt(262144, "Larger MQTT payloads go to the DLQ topic.")
     bridge_metrics_port: int = _opt(9464, "Bridge Prometheus metrics port on 127.0.0.1 (0: off).", **_PORT)
     bridge_session_expiry_s: int = _opt(
@@ -278,8 +283,8 @@ ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
     "expansion": ("expansion_host", "expansion_port", "log_level"),
     "jobserver": (*_FLINK_CLIENT, "job_server_host", "job_server_port", "artifact_port", "log_level"),
     "bridge": (*_MQTT_CLIENT, "mqtt_bridge_user", "mqtt_bridge_password", "kafka_bootstrap", *_TOPICS,
-               "bridge_id", "bridge_client_id", "bridge_max_inflight", "bridge_max_payload_bytes",
-               "bridge_metrics_port", "bridge_session_expiry_s", "log_level"),
+               "bridge_id", "bridge_client_id", "bridge_max_inflight", "bridge_linger_ms",
+               "bridge_max_payload_bytes", "bridge_metrics_port", "bridge_session_expiry_s", "log_level"),
     "generator": ("registry", *_MQTT_CLIENT, "mqtt_generator_user", "mqtt_generator_password", "generator_mode",
                   "log_level"),
     "pipeline": ("lake", "registry", "kafka_bootstrap", "kafka_topic", "mqtt_topic_prefix", *_FLINK_CLIENT,

@@ -91,16 +91,29 @@ def test_fallback_timestamps_are_counted(bridge):
 def test_parser_exposes_the_bridge_settings():
     p = argparse.ArgumentParser()
     cli.configure_parser(p)
-    args = p.parse_args(["--mqtt-port", "2883", "--bridge-max-inflight", "50", "--kafka-topic", "t"])
+    args = p.parse_args(["--mqtt-port", "2883", "--bridge-max-inflight", "50", "--kafka-topic", "t",
+                         "--bridge-linger-ms", "7"])
     s = Settings.from_args(args, env={})
-    assert (s.mqtt_port, s.bridge_max_inflight, s.kafka_topic) == (2883, 50, "t")
+    assert (s.mqtt_port, s.bridge_max_inflight, s.kafka_topic, s.bridge_linger_ms) == (2883, 50, "t", 7)
     assert s.bridge_max_payload_bytes == 262144 and s.bridge_metrics_port == 9464
-    for name in ("bridge_id", "bridge_client_id", "bridge_max_inflight", "bridge_max_payload_bytes",
+    for name in ("bridge_id", "bridge_client_id", "bridge_max_inflight", "bridge_linger_ms", "bridge_max_payload_bytes",
                  "bridge_metrics_port", "bridge_session_expiry_s"):
         assert Settings.env_name(name) == "SENSORLAKE_" + name.upper()
 
 
-@pytest.mark.parametrize("flag", [["--bridge-max-inflight", "0"], ["--mqtt-qos", "3"], ["--mqtt-topic-prefix", "/"]])
+def test_producer_lingers_as_configured_and_librdkafka_takes_the_config():
+    from confluent_kafka import Producer
+
+    from connectors.mqtt_kafka import kafka_io
+
+    s = Settings.load(env={"SENSORLAKE_BRIDGE_LINGER_MS": "120"})
+    conf = kafka_io.producer_config(s)
+    assert conf["linger.ms"] == 120 and Settings.load(env={}).bridge_linger_ms == 50
+    Producer({**conf, "bootstrap.servers": "127.0.0.1:1"}).flush(0)  # unknown or out-of-range keys raise here
+
+
+@pytest.mark.parametrize("flag", [["--bridge-max-inflight", "0"], ["--mqtt-qos", "3"], ["--mqtt-topic-prefix", "/"],
+                                  ["--bridge-linger-ms", "-1"]])
 def test_bad_settings_exit_2_with_one_line(flag, capsys, monkeypatch):
     monkeypatch.setenv("SENSORLAKE_ENV_FILE", "/nonexistent")
     p = argparse.ArgumentParser()
