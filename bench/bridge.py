@@ -13,6 +13,7 @@ would starve it through the GIL):
   it is started and drains them (the consumer's own capacity, e.g. catching up after an outage).
 
     python bench/bridge.py --messages 100000 --publishers 2 --mode both
+    python bench/bridge.py --publisher mosquitto_pub --mode live --messages 300000   # C publishers
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -110,23 +112,98 @@ def subscriber_main(argv: list[str]) -> int:
 
 # ---------------------------------------------------------------------- helpers
 class Run:
-    def __init__(self, s: Settings, messages: int, publishers: int, sensors: int) -> None:
+    def __init__(self, s: Settings, messages: int, publishers: int, sensors: int, publisher: str = "loadgen",
+                 rate: float = 0, roles: dict[str, int] | None = None) -> None:
         self.s = s
+        self.roles = roles or {}  # broker and Kafka pids, when this benchmark started them
+        self.publisher = publisher
+        self.rate = rate
         self.messages = messages
         self.publishers = publishers
         self.sensors = sensors
         self.env = {**os.environ, **s.as_env(), "PYTHONPATH": str(REPO)}
 
     def publish(self, prefix: str) -> dict:
+        """Runs the publishers to the end; their CPU is what this process reaped from its children
+        meanwhile (nothing else is reaped while they run)."""
+        import resource
+
+        def children_cpu() -> float:
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+
+        cpu0 = children_cpu()
+        out = self.publish_c(prefix) if self.publisher == "mosquitto_pub" else self.publish_py(prefix)
+        out["cpu_s"] = children_cpu() - cpu0
+        return out
+
+    def publish_py(self, prefix: str) -> dict:
         per_pub = self.messages // self.publishers
         count = max(1, per_pub // self.sensors)
         procs = [subprocess.Popen(
             [PY, "-m", "connectors.mqtt_kafka.loadgen", "--prefix", prefix, "--sensors", str(self.sensors),
-             "--sensor-base", f"p{i}s", "--count", str(count), "--client-id", f"bench-pub-{uuid.uuid4().hex[:6]}"],
+             "--sensor-base", f"p{i}s", "--count", str(count), "--client-id", f"bench-pub-{uuid.uuid4().hex[:6]}",
+             "--rate", str(self.rate / self.publishers)],
             env=self.env, stdout=subprocess.PIPE, text=True) for i in range(self.publishers)]
         outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         return {"published": sum(o["published"] for o in outs), "acked": sum(o["acked"] for o in outs),
                 "publish_seconds": max(o["publish_seconds"] for o in outs)}
+
+    def publish_c(self, prefix: str) -> dict:
+        """Mosquitto's own C client, one process per sensor topic (``-l``: a message per line of a
+        file written beforehand), so the publishers cost a fraction of the Python ones and the
+        load can reach the rates the bridge is meant for on the same two cores."""
+        import tempfile
+
+        from connectors.mqtt_kafka.loadgen import reading
+
+        count = max(1, self.messages // self.publishers // self.sensors)
+        auth = ["-u", self.s.mqtt_generator_user] if self.s.mqtt_generator_user else []
+        if self.s.mqtt_generator_user and self.s.mqtt_generator_password:
+            auth += ["-P", self.s.mqtt_generator_password]
+        files, procs = [], []
+        with tempfile.TemporaryDirectory(prefix="bench-pub-") as tmp:
+            now = time.time()
+            for i in range(self.publishers):
+                for j in range(self.sensors):
+                    sid = f"p{i}s{j}"
+                    path = Path(tmp) / f"{sid}.lines"
+                    path.write_bytes(b"".join(reading(sid, seq, now + seq * 0.001, seq % 4) + b"\n"
+                                              for seq in range(count)))
+                    files.append((sid, path))
+            start = time.time()
+            for sid, path in files:
+                with open(path, "rb") as fh:
+                    procs.append(subprocess.Popen(
+                        ["mosquitto_pub", "-h", self.s.mqtt_host, "-p", str(self.s.mqtt_port), *auth, "-q", "1",
+                         "-M", "1000", "-l", "-t", f"{prefix}/{sid}", "-i", f"bench-pub-{uuid.uuid4().hex[:6]}"],
+                        stdin=subprocess.PIPE if self.rate else fh, stderr=subprocess.PIPE))
+            if self.rate:
+                pace_lines([(path.read_bytes().splitlines(keepends=True), p.stdin) for (_, path), p in zip(files, procs)],
+                           self.rate / len(procs), start)
+                for proc in procs:
+                    proc.stdin = None  # closed by pace_lines: communicate() must not flush it
+            failed = []
+            for (sid, _), proc in zip(files, procs):
+                err = proc.communicate()[1].decode(errors="replace")
+                if proc.returncode:
+                    failed.append(f"{sid}: rc={proc.returncode} {err.strip()[:200]}")
+            secs = time.time() - start
+        if failed:
+            print(f"publisher failures: {failed}", file=sys.stderr, flush=True)
+        n = count * len(files)
+        return {"published": n, "acked": n - count * len(failed), "publish_seconds": secs, "client": "mosquitto_pub"}
+
+    def roles_cpu(self) -> dict[str, float]:
+        return {name: process_cpu(pid) for name, pid in self.roles.items()}
+
+    def roles_us_per_msg(self, before: dict[str, float], n: float, pub: dict | None) -> dict[str, float]:
+        """CPU per message of the broker, Kafka and the publishers over one run (who else shares the cores)."""
+        after = self.roles_cpu()
+        out = {name: 1e6 * (after[name] - before[name]) / max(1, n) for name in before}
+        if pub and "cpu_s" in pub:
+            out["publishers"] = 1e6 * pub["cpu_s"] / max(1, n)
+        return out
 
     def total(self) -> int:
         per_pub = self.messages // self.publishers
@@ -146,14 +223,17 @@ class Run:
         if mode == "backlog":
             self.subscriber(cid, prefix + "/#", 0).wait()
             pub = self.publish(prefix)
+            roles0 = self.roles_cpu()
             sub = self.subscriber(cid, prefix + "/#", n)
         else:
             sub = self.subscriber(cid, prefix + "/#", n)
+            roles0 = self.roles_cpu()
             pub = self.publish(prefix)
         res = json.loads(sub.communicate()[0].strip().splitlines()[-1])
+        others = self.roles_us_per_msg(roles0, res["count"], pub if mode == "live" else None)
         secs = max(1e-9, res["last"] - res["first"])
         return {"received": res["count"], "seconds": secs, "msgs_per_s": res["count"] / secs, "publishers": pub,
-                "cpu_us_per_msg": 1e6 * res["cpu_s"] / max(1, res["count"])}
+                "cpu_us_per_msg": 1e6 * res["cpu_s"] / max(1, res["count"]), "others_cpu_us_per_msg": others}
 
     # bridge ---------------------------------------------------------------------
     def bridge(self, mode: str) -> dict:
@@ -190,12 +270,13 @@ class Run:
             proc = start()
             pub = None
         cpu0 = process_cpu(proc.pid)  # connected: start-up (imports, Kafka metadata) is not counted
+        roles0 = self.roles_cpu()
         samples: list[tuple[float, float]] = []
         if mode == "live":  # publishers start now; this thread samples the bridge's counter
             import threading
 
             box: dict = {}
-            t = threading.Thread(target=lambda: box.update(pub=self.publish(prefix)))
+            t = threading.Thread(target=lambda: box.update(pub=self.publish(prefix), done_at=time.time()))
             t.start()
         deadline = time.time() + 600
         last_change = time.time()
@@ -209,11 +290,16 @@ class Run:
             if fwd >= n or now - last_change > 60:
                 break
             time.sleep(0.05)
+        behind = None
         if mode == "live":
             t.join()
             pub = box.get("pub")
+            done_at = box.get("done_at")
+            if pub and done_at:  # the publishers' last PUBACK: what the bridge had not yet forwarded then
+                behind = pub["acked"] - max((v for ts, v in samples if ts <= done_at), default=0)
         m = metrics(port)
         cpu = process_cpu(proc.pid) - cpu0
+        others = self.roles_us_per_msg(roles0, samples[-1][1], pub if mode == "live" else None)
         stop(proc)
         first = next((t for t, v in samples if v > 0), samples[0][0])
         # interpolate: the sample before the first non-zero one bounds the start from below
@@ -224,9 +310,26 @@ class Run:
         fwd = samples[-1][1]
         lat_count = m.get("sensorlake_bridge_kafka_latency_seconds_count", 0)
         return {"forwarded": fwd, "seconds": secs, "msgs_per_s": fwd / secs, "publishers": pub,
-                "duplicates": m.get("sensorlake_bridge_messages_duplicate_total", 0),
+                "behind_at_publish_end": behind, "others_cpu_us_per_msg": others, "duplicates": m.get("sensorlake_bridge_messages_duplicate_total", 0),
                 "cpu_us_per_msg": 1e6 * cpu / max(1, fwd),
                 "mean_latency_ms": 1000 * m.get("sensorlake_bridge_kafka_latency_seconds_sum", 0) / max(1, lat_count)}
+
+
+def pace_lines(feeds: list[tuple[list[bytes], Any]], per_feed_rate: float, start: float) -> None:
+    """Writes each feed's lines into its publisher's stdin at ``per_feed_rate`` lines/s, in 20 ms
+    steps, then closes the pipes (mosquitto_pub exits once its last message is acknowledged)."""
+    sent = [0] * len(feeds)
+    while any(n < len(lines) for n, (lines, _) in zip(sent, feeds)):
+        due = int((time.time() - start) * per_feed_rate)
+        for k, (lines, pipe) in enumerate(feeds):
+            upto = min(due, len(lines))
+            if upto > sent[k]:
+                pipe.write(b"".join(lines[sent[k]:upto]))
+                pipe.flush()
+                sent[k] = upto
+        time.sleep(0.02)
+    for _, pipe in feeds:
+        pipe.close()
 
 
 def process_cpu(pid: int) -> float:
@@ -274,7 +377,7 @@ def machine_info(s: Settings) -> dict:
             "python": platform.python_version(), "paho_mqtt": paho.mqtt.__version__,
             "kafka_python": kafka.__version__, "confluent_kafka": confluent_kafka.version()[0],
             "librdkafka": confluent_kafka.libversion()[0], "mosquitto": mosq, "kafka_broker": KAFKA_VERSION,
-            "load_avg": os.getloadavg(), "bridge": {"max_inflight": s.bridge_max_inflight,
+            "load_avg": os.getloadavg(), "bridge": {"max_inflight": s.bridge_max_inflight, "linger_ms": s.bridge_linger_ms,
                                                      "compression": kafka_io.COMPRESSION,
                                                      "acks": "all", "idempotence": True}}
 
@@ -288,13 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--publishers", type=int, default=2)
     p.add_argument("--sensors", type=int, default=10, help="sensors per publisher")
     p.add_argument("--mode", choices=["live", "backlog", "both"], default="both")
+    p.add_argument("--publisher", choices=["loadgen", "mosquitto_pub"], default="loadgen",
+                   help="loadgen: our Python (paho) publishers, seq-numbered; mosquitto_pub: Mosquitto's C "
+                        "client, one process per sensor, for live rates the Python publishers cannot send here")
+    p.add_argument("--rate", type=float, default=0,
+                   help="live load paced at this many readings/s in all (0: as fast as the publishers go)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     p.add_argument("--port-offset", type=int, default=55_000, help="ports of its own Mosquitto and Kafka")
     p.add_argument("--use-running", action="store_true",
                    help="use the Mosquitto and Kafka the settings point at instead of starting its own")
     Settings.add_arguments(p, ["home", "mqtt_host", "mqtt_port", "mqtt_topic_prefix", "mqtt_bridge_user",
                                "mqtt_bridge_password", "mqtt_generator_user", "mqtt_generator_password",
-                               "kafka_bootstrap", "bridge_max_inflight"])
+                               "kafka_bootstrap", "bridge_max_inflight", "bridge_linger_ms"])
     args = p.parse_args(argv)
     if args.use_running:
         return measure(args, load_settings(args))
@@ -311,18 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"starting Mosquitto and Kafka in {home} (ports +{args.port_offset})", flush=True)
         stack.up(["mosquitto", "kafka"])
-        return measure(args, stack.settings.with_args(args))
+        return measure(args, stack.settings.with_args(args),
+                       {name: pid for name in ("mosquitto", "kafka") if (pid := stack.pid(name))})
     finally:
         stack.down()
         shutil.rmtree(home, ignore_errors=True)
 
 
-def measure(args: argparse.Namespace, s: Settings) -> int:
-    run = Run(s, args.messages, args.publishers, args.sensors)
+def measure(args: argparse.Namespace, s: Settings, roles: dict[str, int] | None = None) -> int:
+    run = Run(s, args.messages, args.publishers, args.sensors, args.publisher, args.rate, roles)
     modes = ["live", "backlog"] if args.mode == "both" else [args.mode]
-    results: dict = {"messages": run.total(), "publishers": args.publishers, "machine": machine_info(s),
+    results: dict = {"messages": run.total(), "publishers": args.publishers, "publisher": args.publisher,
+                     "machine": machine_info(s),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "modes": {}}
-    print(f"{run.total()} QoS 1 readings from {args.publishers} publisher processes, "
+    procs = args.publishers * (args.sensors if args.publisher == "mosquitto_pub" else 1)
+    print(f"{run.total()} QoS 1 readings from {procs} {args.publisher} processes, "
           f"{args.sensors * args.publishers} sensors; broker {s.mqtt_host}:{s.mqtt_port}, kafka {s.kafka_bootstrap}")
     print(f"{'load':<9}{'ceiling (bare paho)':>22}{'bridge (acks=all)':>20}{'ratio':>8}"
           f"{'CPU us/msg: ceiling':>22}{'bridge':>8}")
@@ -333,6 +444,15 @@ def measure(args: argparse.Namespace, s: Settings) -> int:
         results["modes"][mode] = {"ceiling": ceil, "bridge": br, "ratio": ratio}
         print(f"{mode:<9}{ceil['msgs_per_s']:>16,.0f} msg/s{br['msgs_per_s']:>14,.0f} msg/s{ratio:>8.2f}"
               f"{ceil['cpu_us_per_msg']:>22.1f}{br['cpu_us_per_msg']:>8.1f}", flush=True)
+        for name, r in (("ceiling", ceil), ("bridge", br)):
+            if r["others_cpu_us_per_msg"]:
+                print(f"{'':<9}beside the {name}, CPU us/msg: " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in r["others_cpu_us_per_msg"].items()), flush=True)
+        if mode == "live" and br["publishers"]:
+            pub = br["publishers"]
+            print(f"{'':<9}publishers sent {pub['published'] / max(1e-9, pub['publish_seconds']):,.0f} msg/s to the "
+                  f"bridge ({pub['acked']:,} acknowledged by the broker); the bridge was "
+                  f"{int(br['behind_at_publish_end'] or 0):,} messages behind when they were done", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bridge-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
