@@ -198,6 +198,23 @@ def stop(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 60)
         proc.wait(10)
 
 
+def roles_cpu(stack: LocalStack, procs: dict[str, subprocess.Popen]) -> dict[str, float]:
+    """CPU seconds (user + system, with child processes) of every role: the stack's by its pid
+    files, the benchmark's own by their Popen."""
+    import psutil
+
+    pids = {f.stem: stack.pid(f.stem) for f in stack.pid_path("x").parent.glob("*.pid")}
+    pids.update({name: p.pid for name, p in procs.items()})
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            root = psutil.Process(pid)
+            out[name] = sum(t.user + t.system for t in (q.cpu_times() for q in [root, *root.children(recursive=True)]))
+        except (psutil.Error, TypeError):
+            continue
+    return out
+
+
 def quiet_tail(procs: dict, report: Path, raw: FileWatch, wait_s: float) -> dict:
     """Stops the generator and waits until raw/ holds every reading the broker acknowledged."""
     stopped_at = time.time()
@@ -214,6 +231,7 @@ def quiet_tail(procs: dict, report: Path, raw: FileWatch, wait_s: float) -> dict
     # The newest file version seen is the one that made the last reading visible.
     last = max(raw.mtimes.values(), default=None)
     return {"acked": len(acked), "in_raw": len(acked) - len(missing), "missing": len(missing),
+            "generator_elapsed_s": doc.get("elapsed_s"),
             "last_visible_after_stop_s": round(last - stopped_at, 1) if last and not missing else None}
 
 
@@ -282,7 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         end = time.monotonic() + a.warmup + a.minutes * 60 + a.flush_seconds + 90
         next_say = 0.0
+        span_ms = (measure_from_ms, measure_from_ms + int(a.minutes * 60_000))
+        cpu_marks: list[tuple[float, dict[str, float]]] = []  # at the start and the end of the measured span
         while time.monotonic() < end:
+            if len(cpu_marks) < 2 and time.time() * 1000 >= span_ms[len(cpu_marks)]:
+                cpu_marks.append((time.time(), roles_cpu(stack, procs)))
             for w in watches.values():
                 w.poll()
             for name, p in procs.items():
@@ -335,6 +357,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name.replace('_to_', ' -> '):<20} " + " ".join(f"{x:5.1f}" if x is not None else "    -" for x in v))
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     print(f"this benchmark's own CPU (file scans): {cpu.ru_utime + cpu.ru_stime:.0f} s")
+    cores: dict[str, float] = {}
+    if len(cpu_marks) == 2:
+        (t0, c0), (t1, c1) = cpu_marks
+        cores = {k: (c1[k] - c0[k]) / max(1e-9, t1 - t0) for k in c1 if k in c0}
+        print("cores used over the measured minutes: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(cores.items(), key=lambda kv: -kv[1])) + f"; {sum(cores.values()):.2f} in all")
+    requested = a.sensors + 5  # every sensor at 1 Hz
+    sent_rate = quiet["acked"] / quiet["generator_elapsed_s"] if quiet.get("generator_elapsed_s") else None
+    if sent_rate is not None:
+        print(f"generator: {sent_rate:,.0f} readings/s acknowledged of the {requested:,} requested"
+              + ("" if sent_rate >= 0.98 * requested else
+                 " - behind its schedule; readings keep their scheduled time, so 'event -> kafka' includes "
+                 "the generator's own lag"))
     print(f"quiet tail: {quiet['in_raw']:,} of {quiet['acked']:,} acknowledged readings in raw/; the last "
           f"one visible {quiet['last_visible_after_stop_s']} s after the generator stopped "
           f"(raw flush {a.flush_seconds:g} s)")
@@ -347,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": {n: {"rows": c, "p50_s": p50, "p95_s": p95, "max_s": mx} for n, c, p50, p95, mx in table},
         "raw_hops": {name: {"p50_s": percentile(v, 0.5), "p95_s": percentile(v, 0.95), "rows": len(v)}
                      for name, v in hops.items()},
-        "raw_p95_per_minute_s": by_minute,
+        "raw_p95_per_minute_s": by_minute, "cores": cores, "generator_readings_per_s": sent_rate,
+        "requested_readings_per_s": requested,
         "benchmark_cpu_s": cpu.ru_utime + cpu.ru_stime,
         "quiet_tail": quiet,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg(),
