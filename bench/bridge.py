@@ -324,12 +324,18 @@ def pace_lines(feeds: list[tuple[list[bytes], Any]], per_feed_rate: float, start
         for k, (lines, pipe) in enumerate(feeds):
             upto = min(due, len(lines))
             if upto > sent[k]:
-                pipe.write(b"".join(lines[sent[k]:upto]))
-                pipe.flush()
-                sent[k] = upto
+                try:
+                    pipe.write(b"".join(lines[sent[k]:upto]))
+                    pipe.flush()
+                    sent[k] = upto
+                except BrokenPipeError:  # that publisher died: its exit code reports it
+                    sent[k] = len(lines)
         time.sleep(0.02)
     for _, pipe in feeds:
-        pipe.close()
+        try:
+            pipe.close()
+        except BrokenPipeError:
+            pass
 
 
 def process_cpu(pid: int) -> float:
