@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 from sensorlake import lake as lake_layout  # noqa: E402
 from sensorlake.local.install import install  # noqa: E402
 from sensorlake.local.stack import LocalStack, isolated_settings, pid_alive  # noqa: E402
+from sensorlake.memory import vm_rss_kb  # noqa: E402
 from pipelines.main import parser as job_parser  # noqa: E402
 from sensorlake.settings import BEAM_VERSION, FLINK_VERSION, KAFKA_VERSION  # noqa: E402
 
@@ -198,21 +199,46 @@ def stop(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 60)
         proc.wait(10)
 
 
-def roles_cpu(stack: LocalStack, procs: dict[str, subprocess.Popen]) -> dict[str, float]:
-    """CPU seconds (user + system, with child processes) of every role: the stack's by its pid
-    files, the benchmark's own by their Popen."""
-    import psutil
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-    pids = {f.stem: stack.pid(f.stem) for f in stack.pid_path("x").parent.glob("*.pid")}
-    pids.update({name: p.pid for name, p in procs.items()})
-    out: dict[str, float] = {}
-    for name, pid in pids.items():
-        try:
-            root = psutil.Process(pid)
-            out[name] = sum(t.user + t.system for t in (q.cpu_times() for q in [root, *root.children(recursive=True)]))
-        except (psutil.Error, TypeError):
+
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds) of every process on the machine."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                rest = fh.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        out[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
     return out
+
+
+def tree_usage(roots: dict[str, int]) -> dict[str, dict]:
+    """Per role: RSS (kB) and CPU seconds summed over the process tree below its root pid."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    usage = {}
+    for role, root in roots.items():
+        pids, todo = [], [root] if root in table else []
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(children.get(pid, []))
+        usage[role] = {"rss_kb": sum(vm_rss_kb(p) for p in pids), "cpu_s": round(sum(table[p][1] for p in pids), 2),
+                       "procs": len(pids)}
+    return usage
+
+
+def roles_cpu(stack: LocalStack, procs: dict[str, subprocess.Popen]) -> dict[str, float]:
+    """CPU seconds of every running role's process tree: the stack's services and the benchmark's own."""
+    roots = {n: pid for n in stack.ORDER if (pid := stack.pid(n))} | {n: p.pid for n, p in procs.items()}
+    return {role: u["cpu_s"] for role, u in tree_usage(roots).items() if u["procs"]}
 
 
 def quiet_tail(procs: dict, report: Path, raw: FileWatch, wait_s: float) -> dict:

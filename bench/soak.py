@@ -60,12 +60,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bridge import machine_info, metrics  # noqa: E402  (bench/bridge.py)
-from freshness import PY, say, spawn, stop  # noqa: E402  (bench/freshness.py)
+from freshness import PY, say, spawn, stop, tree_usage  # noqa: E402  (bench/freshness.py)
 from pipeline import RowCounter, job_running, rest  # noqa: E402  (bench/pipeline.py)
 
 from iot_data_generator.generator import registry_document, with_synthetic  # noqa: E402
 from sensorlake import flink_rest  # noqa: E402
-from sensorlake.memory import vm_rss_kb  # noqa: E402
 from pipelines.main import JOB_NAME, parser as job_parser  # noqa: E402
 from sensorlake.local.install import install  # noqa: E402
 from sensorlake.local.stack import LocalStack, isolated_settings, pid_alive  # noqa: E402
@@ -75,41 +74,6 @@ from sensorlake.settings import BEAM_VERSION, DEFAULT_REGISTRY, FLINK_VERSION, K
 PER_GENERATOR = 5_000  # msg/s one generator process is given at most (about 12,000 measured, idle machine)
 RSS_TARGET = 0.10
 LAG_SLOPE_TARGET = 0.01  # of the publish rate, per minute
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# ====================================================================== processes: RSS and CPU
-def process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds) of every process on the machine."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                rest = fh.read().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        out[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
-    return out
-
-
-def tree_usage(roots: dict[str, int]) -> dict[str, dict]:
-    """Per role: RSS (kB) and CPU seconds summed over the process tree below its root pid."""
-    table = process_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    usage = {}
-    for role, root in roots.items():
-        pids, todo = [], [root] if root in table else []
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo.extend(children.get(pid, []))
-        usage[role] = {"rss_kb": sum(vm_rss_kb(p) for p in pids), "cpu_s": round(sum(table[p][1] for p in pids), 2),
-                       "procs": len(pids)}
-    return usage
 
 
 # ====================================================================== Kafka lag

@@ -224,7 +224,7 @@ class WireSock(FakeSock):
         return len(b)
 
 
-def _receive(client, sock, monkeypatch=None):
+def _receive(client, sock):
     import paho.mqtt.client as mqtt
 
     got = []
