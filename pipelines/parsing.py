@@ -238,6 +238,11 @@ class ParseReadings(beam.DoFn):
         self._rejected = Metrics.counter("parsing", "rejected")
         self._unregistered = Metrics.counter("parsing", "unregistered")
         self._by_reason = {c: Metrics.counter("parsing", f"rejected_{c}") for c in REASON_CODES}
+        # Counted here, reported by report_counts once per batch: a Beam counter's inc looks up the
+        # current metrics container on every call, a few microseconds per record.
+        self._counts = {"parsed": 0, "unregistered": 0}
+        self._reasons: dict[str, int] = {}
+        self._topics: dict[bytes, tuple[str | None, str | None]] = {}  # raw topic -> (topic, its sensor id)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -248,6 +253,38 @@ class ParseReadings(beam.DoFn):
         if observation is not None:
             yield beam.pvalue.TaggedOutput(self.READINGS_TAG, observation)
 
+    def finish_bundle(self):
+        self.report_counts()
+
+    def report_counts(self) -> None:
+        """Adds what parse counted since the last call to the job's counters."""
+        counts, reasons = self._counts, self._reasons
+        if counts["parsed"]:
+            self._parsed.inc(counts["parsed"])
+        if counts["unregistered"]:
+            self._unregistered.inc(counts["unregistered"])
+        if reasons:
+            self._rejected.inc(sum(reasons.values()))
+            for code, n in reasons.items():
+                self._by_reason[code].inc(n)
+        self._counts = {"parsed": 0, "unregistered": 0}
+        self._reasons = {}
+
+    def _topic(self, headers: Mapping | None) -> tuple[str | None, str | None]:
+        """The record's MQTT topic as text and the sensor id it names, decoded once per topic (a
+        fleet's topics repeat with every reading)."""
+        raw = headers.get("mqtt_topic") if headers else None
+        if not isinstance(raw, bytes):
+            topic = _header_text(headers, "mqtt_topic")
+            return topic, contract.topic_sensor_id(topic, self._topic_prefix)
+        known = self._topics.get(raw)
+        if known is None:
+            if len(self._topics) >= 100_000:  # bounded: topics outside a fleet's naming may not repeat
+                self._topics.clear()
+            topic = raw.decode("utf-8", errors="replace")
+            known = self._topics[raw] = (topic, contract.topic_sensor_id(topic, self._topic_prefix))
+        return known
+
     def parse(self, record, now_ms: int) -> tuple[LakeRecord, Observation | None]:
         """One record's lake row and, for a reading, its Observation; ``now_ms`` is the ingest
         time (a caller parsing a whole batch asks the clock once).
@@ -255,17 +292,16 @@ class ParseReadings(beam.DoFn):
         Timestamps in the rows are epoch ms: Arrow's timestamp[ms] columns take them as they are,
         and three datetimes per reading cost about 3 us of the worker's CPU (bench/PIPELINE.md)."""
         payload = record.value if record.value is not None else b""
-        topic = _header_text(record.headers, "mqtt_topic")
+        topic, topic_sensor_id = self._topic(record.headers)
         result = parse_reading(payload, registry=self._registry(),
                                now_ms=now_ms, max_payload_bytes=self._max_payload_bytes,
-                               max_future_ms=self._max_future_ms,
-                               topic_sensor_id=contract.topic_sensor_id(topic, self._topic_prefix))
+                               max_future_ms=self._max_future_ms, topic_sensor_id=topic_sensor_id)
         # A record without a timestamp (-1) is filed under the day it was ingested.
         kafka_ts = record.timestamp_ms if record.timestamp_ms >= 0 else now_ms
         if isinstance(result, Reading):
-            self._parsed.inc()
+            self._counts["parsed"] += 1
             if not result.registered:
-                self._unregistered.inc()
+                self._counts["unregistered"] += 1
             row = {
                 "sensor_id": result.sensor_id, "event_time": result.event_time_ms, "value": result.value,
                 "unit": result.unit, "type": result.type, "seq": result.seq,
@@ -276,8 +312,7 @@ class ParseReadings(beam.DoFn):
             return (LakeRecord(record.partition, record.offset, RAW_READINGS_DATASET, row),
                     Observation(result.sensor_id, result.event_time_ms, result.value, result.seq,
                                 _arrival_ms(record, now_ms), result.unit, record.partition))
-        self._rejected.inc()
-        self._by_reason[result.reason_code].inc()
+        self._reasons[result.reason_code] = self._reasons.get(result.reason_code, 0) + 1
         row = {
             "payload": bytes(payload), "reason_code": result.reason_code,
             "reason": result.message, "kafka_partition": record.partition,

@@ -73,6 +73,7 @@ class _RawLakePerPartition(ChunkWriter):
             self._commit(batch, seen, seen_before)
         self._unique.inc(unique)
         self._duplicates.inc(duplicates)
+        self._parse.report_counts()
         if records:
             pieces.append(self.buffered_form(records))
         if pieces:

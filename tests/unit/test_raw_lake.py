@@ -99,3 +99,34 @@ def test_readings_without_seq_replayed_from_the_archive_are_written_once(tmp_pat
 
     assert (counter("duplicates"), counter("unique")) == (3, 41)
     assert counter("archive_reads") >= 1 and counter("archive_compactions") >= 1
+
+
+def test_the_parsing_counters_count_every_record_of_every_batch(tmp_path):
+    """The raw stage reports what it parsed once per batch: the job's counters still add up to one
+    count per record, readings, unregistered sensors and each rejection under its reason."""
+    unknown = KafkaRecord(0, 2, T0, b"Sensor 9", json.dumps(
+        {"id": "Sensor 9", "dt": "2026-11-28T17:00:02.250", "value": 20}).encode(), {"mqtt_topic": b"sensors"})
+    from_topic = KafkaRecord(1, 1, T0, None, b'{"dt": "2026-11-28T17:00:03.250", "value": 21}',
+                             {"mqtt_topic": b"sensors/Sensor 2"})
+    batches = [(0, pack_batch([_reading(0, 0, "Sensor 1", 0, 0), _reading(0, 1, "Sensor 1", 1, 1), unknown])),
+               (1, pack_batch([KafkaRecord(1, 0, T0, None, b"{not json", {"mqtt_topic": b"sensors"}), from_topic,
+                               KafkaRecord(1, 2, T0, None, b"", {"mqtt_topic": b"sensors"}),
+                               KafkaRecord(1, 3, T0, None, b"[1]", {"mqtt_topic": b"sensors"})])),
+               (1, pack_batch([KafkaRecord(1, 4, T0, None, b"{oops", {"mqtt_topic": b"sensors"})]))]
+    p = TestPipeline()
+    readings = (p | beam.Create(batches)
+                | WriteRawLake(REGISTRY, str(tmp_path), lakedef.BY_NAME, chunk_size=100, flush_seconds=0,
+                               clock=lambda: T0 / 1000 + 3600))
+    assert_that(readings | beam.FlatMap(lambda batch: [o.sensor_id for o in batch]),
+                equal_to(["Sensor 1", "Sensor 1", "Sensor 9", "Sensor 2"]))
+    result = p.run()
+    result.wait_until_finish()
+
+    def counter(name):
+        found = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("parsing").with_name(name))
+        return sum(c.committed for c in found["counters"])
+
+    assert {n: counter(n) for n in ("parsed", "unregistered", "rejected", "rejected_not_json",
+                                    "rejected_empty_payload", "rejected_not_object", "rejected_bad_timestamp")} == {
+        "parsed": 4, "unregistered": 1, "rejected": 4, "rejected_not_json": 2, "rejected_empty_payload": 1,
+        "rejected_not_object": 1, "rejected_bad_timestamp": 0}
