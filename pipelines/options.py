@@ -31,6 +31,9 @@ def flink_options(settings: Settings, job_name: str, extra: list[str] | None = N
         "--finish_bundle_before_checkpointing",
         # Checkpoints outlive a cancelled job, so it can be resumed from them.
         "--externalized_checkpoints_enabled",
+        # Beam runs `pip freeze` at every submission to stage a list of the submitter's packages,
+        # which only Dataflow reads: about a second of the time to RUNNING here.
+        "--experiments=disable_logging_submission_environment",
     ]
     if settings.environment_config:
         args.append(f"--environment_config={settings.environment_config}")
