@@ -36,6 +36,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 
+from pipelines import worker_gc
 from pipelines.batching import BatchCoder, group_per_bundle, shard_of
 from sensorlake.lake import Dataset
 
@@ -163,6 +164,9 @@ class _BufferedWriter(beam.DoFn):
         self._flush_seconds = flush_seconds
         self._rows_written = Metrics.counter("sinks", "rows_written")
         self._files_written = Metrics.counter("sinks", "files_written")
+
+    def setup(self):
+        worker_gc.tune()
 
     def process(self, element, rows=beam.DoFn.StateParam(ROWS), armed=beam.DoFn.StateParam(ARMED),
                 flush=beam.DoFn.TimerParam(FLUSH)):
