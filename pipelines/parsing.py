@@ -240,8 +240,7 @@ class ParseReadings(beam.DoFn):
         self._by_reason = {c: Metrics.counter("parsing", f"rejected_{c}") for c in REASON_CODES}
         # Counted here, reported by report_counts once per batch: a Beam counter's inc looks up the
         # current metrics container on every call, a few microseconds per record.
-        self._counts = {"parsed": 0, "unregistered": 0}
-        self._reasons: dict[str, int] = {}
+        self.discard_counts()
         self._topics: dict[bytes, tuple[str | None, str | None]] = {}  # raw topic -> (topic, its sensor id)
 
     def now_ms(self) -> int:
@@ -253,8 +252,17 @@ class ParseReadings(beam.DoFn):
         if observation is not None:
             yield beam.pvalue.TaggedOutput(self.READINGS_TAG, observation)
 
+    def start_bundle(self):
+        self.discard_counts()
+
     def finish_bundle(self):
         self.report_counts()
+
+    def discard_counts(self) -> None:
+        """Forgets what parse counted since the last report: a bundle that failed is retried, and
+        its records are counted when they are parsed again."""
+        self._counts = {"parsed": 0, "unregistered": 0}
+        self._reasons = {}
 
     def report_counts(self) -> None:
         """Adds what parse counted since the last call to the job's counters."""
@@ -267,8 +275,7 @@ class ParseReadings(beam.DoFn):
             self._rejected.inc(sum(reasons.values()))
             for code, n in reasons.items():
                 self._by_reason[code].inc(n)
-        self._counts = {"parsed": 0, "unregistered": 0}
-        self._reasons = {}
+        self.discard_counts()
 
     def _topic(self, headers: Mapping | None) -> tuple[str | None, str | None]:
         """The record's MQTT topic as text and the sensor id it names, decoded once per topic (a

@@ -47,6 +47,9 @@ class _RawLakePerPartition(ChunkWriter):
         self._archive_reads = Metrics.counter("dedupe", "archive_reads")
         self._compactions = Metrics.counter("dedupe", "archive_compactions")
 
+    def start_bundle(self):
+        self._parse.discard_counts()  # left by a batch that failed: counted again on its retry
+
     def process(self, element, seen=beam.DoFn.StateParam(SEEN), seen_before=beam.DoFn.StateParam(SEEN_BEFORE),
                 rows=beam.DoFn.StateParam(ChunkWriter.ROWS), armed=beam.DoFn.StateParam(ChunkWriter.ARMED),
                 flush=beam.DoFn.TimerParam(ChunkWriter.FLUSH)):
