@@ -38,6 +38,14 @@ import numpy as np
 
 def add_seq(ranges: list[list[int]], seq: int) -> bool:
     """Adds seq to sorted, disjoint, merged ranges; False if it was already there."""
+    if ranges:  # a sensor's next reading in order: decided without a search
+        last = ranges[-1]
+        if seq > last[1]:
+            if seq == last[1] + 1:
+                last[1] = seq
+            else:
+                ranges.append([seq, seq])
+            return True
     i = bisect.bisect_right(ranges, [seq, float("inf")]) - 1
     if i >= 0 and ranges[i][0] <= seq <= ranges[i][1]:
         return False

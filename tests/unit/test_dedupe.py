@@ -27,6 +27,27 @@ def test_seq_ranges_merge_and_detect_repeats():
     assert ranges == [[6, 7], [9, 9]]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_seq_ranges_agree_with_a_set_of_the_seqs(seed):
+    """In order (the common case, decided at the last range), backwards, repeated and random."""
+    import random
+
+    rnd = random.Random(seed)
+    seqs = [*range(50), *range(49, 30, -1), *(rnd.randrange(120) for _ in range(300)), 1000, 1002, 1001]
+    ranges: list[list[int]] = []
+    seen: set[int] = set()
+    for s in seqs:
+        assert add_seq(ranges, s) == (s not in seen), s
+        seen.add(s)
+        merged: list[list[int]] = []
+        for v in sorted(seen):
+            if merged and merged[-1][1] == v - 1:
+                merged[-1][1] = v
+            else:
+                merged.append([v, v])
+        assert ranges == merged, s
+
+
 @pytest.mark.parametrize("with_seq", [True, False])
 def test_only_the_first_copy_of_a_reading_is_fresh(with_seq):
     recs = [
