@@ -68,17 +68,33 @@ def run_once(elements, parse: ParseReadings, writer: ChunkWriter) -> dict[str, f
     return spent
 
 
+def _tune_gc(default: bool) -> str:
+    """The collector as the job's worker has it once its stages are set up (the input built here
+    is frozen with what the worker would hold), unless ``default``."""
+    if default:
+        return "CPython's collector"
+    try:
+        from pipelines import worker_gc
+    except ImportError:  # a commit from before the tuning
+        return "CPython's collector (no pipelines/worker_gc.py in this commit)"
+    worker_gc.tune()
+    return "the worker's collector"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--sensors", type=int, default=1_000)
     p.add_argument("--batch", type=int, default=2_000, help="records per packed Kafka batch")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--default-gc", action="store_true",
+                   help="keep CPython's collector settings (the job's worker tunes them: pipelines/worker_gc.py)")
     a = p.parse_args(argv)
     elements = batches(a.records, a.sensors, a.batch)
+    gc_note = _tune_gc(a.default_gc)
     parse = ParseReadings({})
     writer = ChunkWriter("/unused", lake.BY_NAME, 10_000, 10.0)  # buffered_form writes no file
-    print(f"{a.records:,} records of {a.sensors:,} sensors in batches of {a.batch:,}, code of {REPO}")
+    print(f"{a.records:,} records of {a.sensors:,} sensors in batches of {a.batch:,}, code of {REPO}, {gc_note}")
     for n in range(a.repeat):
         spent = run_once(elements, parse, writer)
         per = {k: v / a.records * 1e6 for k, v in spent.items()}

@@ -74,18 +74,34 @@ def run_once(observations: list[Observation], registry: dict, bundle: int) -> tu
     return spent, rows
 
 
+def _tune_gc(default: bool) -> str:
+    """The collector as the job's worker has it once its stages are set up (the input built here
+    is frozen with what the worker would hold), unless ``default``."""
+    if default:
+        return "CPython's collector"
+    try:
+        from pipelines import worker_gc
+    except ImportError:  # a commit from before the tuning
+        return "CPython's collector (no pipelines/worker_gc.py in this commit)"
+    worker_gc.tune()
+    return "the worker's collector"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sensors", type=int, default=1_000)
     p.add_argument("--seconds", type=int, default=240, help="readings per sensor (one a second)")
     p.add_argument("--bundle", type=int, default=20_000, help="readings per bundle")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--default-gc", action="store_true",
+                   help="keep CPython's collector settings (the job's worker tunes them: pipelines/worker_gc.py)")
     a = p.parse_args(argv)
     if min(a.sensors, a.seconds, a.bundle, a.repeat) < 1:
         p.error("every option must be at least 1")
     observations = readings(a.sensors, a.seconds)
     registry = {f"s{i}": Sensor(f"s{i}", None, None, "C", "temperature", -50.0, 150.0, "") for i in range(a.sensors)}
-    print(f"{len(observations):,} readings of {a.sensors:,} sensors in bundles of {a.bundle:,}, code of {REPO}")
+    gc_note = _tune_gc(a.default_gc)
+    print(f"{len(observations):,} readings of {a.sensors:,} sensors in bundles of {a.bundle:,}, code of {REPO}, {gc_note}")
     for n in range(a.repeat):
         spent, rows = run_once(observations, registry, a.bundle)
         per = {k: v / len(observations) * 1e6 for k, v in spent.items()}
