@@ -31,6 +31,11 @@ def flink_options(settings: Settings, job_name: str, extra: list[str] | None = N
         "--finish_bundle_before_checkpointing",
         # Checkpoints outlive a cancelled job, so it can be resumed from them.
         "--externalized_checkpoints_enabled",
+        # Flink copies every record between chained operators unless told the functions never
+        # change their inputs, which Beam's model already requires of every transform. The copy
+        # is an encode and decode of each Kafka record with its headers in the source's thread
+        # (JFR of the TaskManager: 38 % of that thread's samples; bench/PIPELINE.md).
+        "--object_reuse",
         # Beam runs `pip freeze` at every submission to stage a list of the submitter's packages,
         # which only Dataflow reads: about a second of the time to RUNNING here.
         "--experiments=disable_logging_submission_environment",

@@ -120,6 +120,10 @@ def test_raw_and_rejected_lake_on_flink(stack, tmp_path):
         assert reasons == sorted(["not_json", "non_finite_value", "not_utf8", "not_object", "missing_value"])
         versions = list((tmp_path / "lake" / "raw" / "sensors").glob("version=*/sensors.json"))
         assert len(versions) == 1
+        # pipelines/options.py: Flink hands records between chained operators without copying
+        job = flink_rest.find_job(settings, job_name)
+        config = flink_rest.call(settings, f"/jobs/{job['jid']}/config")
+        assert config["execution-config"]["object-reuse-mode"] is True
     finally:
         ticking.set()
         flink_rest.cancel_job(settings, job_name, result)

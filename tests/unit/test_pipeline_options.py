@@ -30,3 +30,11 @@ def test_an_extra_option_replaces_ours_of_the_same_name():
     options = flink_options(Settings(), "sensorlake-test", ["--parallelism=3"]).get_all_options()
     assert options["parallelism"] == 3 and options["job_name"] == "sensorlake-test"
     assert options["experiments"] == ["disable_logging_submission_environment"]
+
+
+def test_flink_may_hand_records_between_chained_operators_without_copying():
+    """Beam's FlinkPipelineOptions.objectReuse: the job's Java transforms (KafkaIO's read, our
+    PackPerPartition) never change their inputs; the running job's config is checked in
+    tests/integration/test_lake_pipeline.py."""
+    options = flink_options(Settings(), "sensorlake-test").get_all_options(retain_unknown_options=True)
+    assert options["object_reuse"] is True
