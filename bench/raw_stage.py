@@ -68,7 +68,7 @@ def run_once(elements, parse: ParseReadings, writer: ChunkWriter) -> dict[str, f
     return spent
 
 
-def _tune_gc(default: bool) -> str:
+def tune_gc(default: bool) -> str:
     """The collector as the job's worker has it once its stages are set up (the input built here
     is frozen with what the worker would hold), unless ``default``."""
     if default:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep CPython's collector settings (the job's worker tunes them: pipelines/worker_gc.py)")
     a = p.parse_args(argv)
     elements = batches(a.records, a.sensors, a.batch)
-    gc_note = _tune_gc(a.default_gc)
+    gc_note = tune_gc(a.default_gc)
     parse = ParseReadings({})
     writer = ChunkWriter("/unused", lake.BY_NAME, 10_000, 10.0)  # buffered_form writes no file
     print(f"{a.records:,} records of {a.sensors:,} sensors in batches of {a.batch:,}, code of {REPO}, {gc_note}")

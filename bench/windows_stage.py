@@ -21,8 +21,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from apache_beam.utils.timestamp import Timestamp  # noqa: E402
+from raw_stage import tune_gc  # noqa: E402 - the collector as the job's worker has it
 
 from pipelines.batching import Batch, BatchCoder  # noqa: E402
 from pipelines.windows import BatchByShard, Observation, SensorMinutes, WindowSettings  # noqa: E402
@@ -74,19 +76,6 @@ def run_once(observations: list[Observation], registry: dict, bundle: int) -> tu
     return spent, rows
 
 
-def _tune_gc(default: bool) -> str:
-    """The collector as the job's worker has it once its stages are set up (the input built here
-    is frozen with what the worker would hold), unless ``default``."""
-    if default:
-        return "CPython's collector"
-    try:
-        from pipelines import worker_gc
-    except ImportError:  # a commit from before the tuning
-        return "CPython's collector (no pipelines/worker_gc.py in this commit)"
-    worker_gc.tune()
-    return "the worker's collector"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sensors", type=int, default=1_000)
@@ -100,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("every option must be at least 1")
     observations = readings(a.sensors, a.seconds)
     registry = {f"s{i}": Sensor(f"s{i}", None, None, "C", "temperature", -50.0, 150.0, "") for i in range(a.sensors)}
-    gc_note = _tune_gc(a.default_gc)
+    gc_note = tune_gc(a.default_gc)
     print(f"{len(observations):,} readings of {a.sensors:,} sensors in bundles of {a.bundle:,}, code of {REPO}, {gc_note}")
     for n in range(a.repeat):
         spent, rows = run_once(observations, registry, a.bundle)
