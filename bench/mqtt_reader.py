@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 import sys
 import time
 from pathlib import Path
@@ -24,22 +23,7 @@ sys.path.insert(0, str(REPO))
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from connectors.mqtt_kafka import mqtt_io  # noqa: E402
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def publish_packet(topic: str, mid: int, payload: bytes) -> bytes:
-    """An MQTT 5 PUBLISH, QoS 1, no properties."""
-    t = topic.encode()
-    body = struct.pack("!H", len(t)) + t + struct.pack("!H", mid) + b"\x00" + payload
-    return b"\x32" + _varint(len(body)) + body
+from tests.mqtt_wire import publish  # noqa: E402 - the packets the bridge's unit tests feed it
 
 
 def stream(messages: int, sensors: int) -> bytes:
@@ -48,7 +32,7 @@ def stream(messages: int, sensors: int) -> bytes:
         sid = f"synthetic-{i % sensors:04d}"
         payload = json.dumps({"sensor_id": sid, "timestamp": "2026-12-03T10:00:00.000Z",
                               "value": 21.37, "unit": "C", "seq": i // sensors}).encode()
-        packets.append(publish_packet(f"sensors/{sid}", i % 65535 + 1, payload))
+        packets.append(publish(f"sensors/{sid}".encode(), payload, mid=i % 65535 + 1))
     return b"".join(packets)
 
 

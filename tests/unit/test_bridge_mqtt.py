@@ -11,6 +11,7 @@ from connectors.mqtt_kafka import mqtt_io
 from connectors.mqtt_kafka.acks import Entry
 from connectors.mqtt_kafka.metrics import BridgeMetrics
 from sensorlake.settings import Settings
+from tests.mqtt_wire import publish as _publish
 
 
 class FakeSock:
@@ -166,21 +167,6 @@ def test_ack_many_queues_ordered_pubacks_as_one_write():
     assert pkt["to_process"] == 12 and pkt["pos"] == 0
     c.ack_many([])
     assert len(c._out_packet) == 1
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, b = n >> 7, n & 0x7F
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _publish(topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, dup: bool = False, retain: bool = False,
-             props: bytes = b"\x00") -> bytes:
-    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + props + payload
-    return bytes([0x30 | (0x08 if dup else 0) | qos << 1 | (0x01 if retain else 0)]) + _varint(len(body)) + body
 
 
 def _stream() -> bytes:
