@@ -23,7 +23,8 @@ What it does:
    venv) on the same cluster and topic, and times it until its Parquet files hold every closed
    sensor-minute. Its jars come from Maven Central (bench/flink-sql-jars/pom.xml) into the cache.
 5. Prints events/s of both (from submission, and from the job's RUNNING state) and the ratio
-   ours/native, cross-checks the two jobs' means, and writes the JSON.
+   ours/native, every role's CPU, each Flink task's busy / back-pressured / idle time while the
+   job ran (``OperatorTimes``), cross-checks the two jobs' means, and writes the JSON.
 
 Events/s = records in the topic / seconds until the last row is readable, so sink flush delays
 count: ``--flush-seconds``/``--window-flush-seconds`` (our job) and ``--checkpoint-ms`` (the
@@ -350,9 +351,10 @@ class NativeProgress:
 
 # ====================================================================== processes and CPU
 class CpuMeter:
-    """CPU seconds of named processes (and their children) between start() and stop()."""
+    """CPU seconds of named processes (and their children, unless ``alone`` names them) between
+    start() and stop()."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int], alone: frozenset[str] = frozenset()):
         import psutil
 
         self._procs = {}
@@ -361,13 +363,14 @@ class CpuMeter:
                 self._procs[name] = psutil.Process(pid)
             except psutil.Error:
                 pass
+        self._alone_pids = {p.pid for n, p in self._procs.items() if n in alone}
         self._start: dict[str, float] = {}
 
     def _cpu(self, p) -> float:
         import psutil
 
         total = 0.0
-        for q in [p, *p.children(recursive=True)]:
+        for q in [p] if p.pid in self._alone_pids else [p, *p.children(recursive=True)]:
             try:
                 t = q.cpu_times()
                 total += t.user + t.system
@@ -384,6 +387,67 @@ class CpuMeter:
         return {n: {"cpu_s": round(self._cpu(p) - self._start.get(n, 0.0), 1),
                     "cores": round((self._cpu(p) - self._start.get(n, 0.0)) / wall, 2) if wall else None}
                 for n, p in self._procs.items()}
+
+
+class OperatorTimes:
+    """Where each Flink task's time goes while a job runs: busy, back-pressured or idle, in ms per
+    second (Flink's task metrics, averaged over the task's subtasks), sampled every few seconds on
+    a thread. A stage that is busy while the one before it is back-pressured is the one that
+    limits the job; stages all well below 1,000 ms/s busy are waiting on each other."""
+
+    METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond")
+
+    def __init__(self, settings: Settings, job_name: str, earlier: set[str], every: float = 2.0):
+        import threading
+
+        self._settings, self._name, self._earlier, self._every = settings, job_name, earlier, every
+        self._samples: dict[str, list[dict[str, float]]] = {}
+        self._names: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="operator-times", daemon=True)
+
+    def start(self) -> "OperatorTimes":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        jid = None
+        while not self._stop.wait(self._every):
+            try:
+                if jid is None:
+                    j = flink_job(self._settings, self._name, self._earlier)
+                    if not j or j.get("state") != "RUNNING":
+                        continue
+                    jid = j["jid"]
+                    self._names = {v["id"]: v["name"] for v in rest(self._settings, f"/jobs/{jid}")["vertices"]}
+                for vid in self._names:
+                    got = rest(self._settings, f"/jobs/{jid}/vertices/{vid}/subtasks/metrics"
+                                               f"?get={','.join(self.METRICS)}&agg=avg")
+                    vals = {m["id"]: float(m["avg"]) for m in got if "avg" in m}  # "NaN" comes as a string
+                    if len(vals) == len(self.METRICS) and not any(math.isnan(v) for v in vals.values()):
+                        self._samples.setdefault(vid, []).append(vals)
+            except flink_rest.FlinkRestError:
+                continue  # the job is ending, or REST is slow for a moment: the next sample counts
+
+    def stop(self) -> list[dict]:
+        """Per task, in the job graph's order: its name and its mean ms/s of each metric."""
+        self._stop.set()
+        self._thread.join(10)
+        out = []
+        for vid, name in self._names.items():
+            got = self._samples.get(vid, [])
+            # A legacy source's task reports NaN busy time (its own thread does the work): kept, as None.
+            out.append({"task": _task_name(name), "name": name, "samples": len(got),
+                        **{m: round(sum(s[m] for s in got) / len(got)) if got else None for m in self.METRICS}})
+        return out
+
+
+def _task_name(name: str, width: int = 90) -> str:
+    """Flink's task names chain every operator's (Beam's full transform paths): keep the first and
+    last operator and how many were chained."""
+    ops = [o.strip() for o in name.replace("Source: ", "").split(" -> ")]
+    short = ops[0] if len(ops) == 1 else f"{ops[0]} -> ... -> {ops[-1]} ({len(ops)} ops)"
+    return short if len(short) <= width else short[: width - 3] + "..."
 
 
 def wait_rows(what: str, progress, settings: Settings, job_name: str, earlier: set[str], submitted: float,
@@ -518,6 +582,7 @@ def run_ours(a, settings: Settings, stack, topic: str, plan: Plan, home: Path) -
         pids["worker_pool"] = pool.pid
     meter = CpuMeter({k: v for k, v in pids.items() if v})
     meter.start()
+    operators = OperatorTimes(s, OURS_JOB, earlier).start()
     profile: dict = {}
 
     def on_first_rows():
@@ -529,10 +594,12 @@ def run_ours(a, settings: Settings, stack, topic: str, plan: Plan, home: Path) -
         timing = wait_rows("ours", OursProgress(lake, plan), s, OURS_JOB, earlier, submitted, a.timeout,
                            on_first_rows, proc)
         timing["cpu"] = meter.stop()
+        timing["operators"] = operators.stop()
         if profile:
             timing["profile"] = finish_profile(profile)
         timing["checks"] = check_ours(lake, plan) if timing["complete"] else None
     finally:
+        operators.stop()
         stop_process(proc, "ours")
         cancel_job(s, OURS_JOB, earlier)
         if profile.get("proc") and profile["proc"].poll() is None:
@@ -729,11 +796,14 @@ def run_native(a, settings: Settings, stack, topic: str, plan: Plan, home: Path,
                            + log_path.read_text(errors="replace")[-3000:])
     submit_s = time.monotonic() - submitted
     say(f"native: submitted in {submit_s:.1f}s: {res.stdout.decode().strip()}")
+    operators = OperatorTimes(settings, NATIVE_JOB_NAME, earlier).start()
     try:
         timing = wait_rows("native", NativeProgress(out, plan, a.native_raw), settings, NATIVE_JOB_NAME,
                            earlier, submitted, a.timeout)
         timing["cpu"] = meter.stop()
+        timing["operators"] = operators.stop()
     finally:
+        operators.stop()
         cancel_job(settings, NATIVE_JOB_NAME, earlier)
     timing.update(out=str(out), client_submit_seconds=round(submit_s, 2), checkpoint_ms=a.checkpoint_ms,
                   with_raw=a.native_raw, jars=[j.name for j in jars])
@@ -814,6 +884,12 @@ def report(result: dict, plan: Plan) -> None:
         print("CPU during ours:   " + ", ".join(f"{k} {v['cpu_s']}s ({v['cores']} cores)" for k, v in ours["cpu"].items()))
     if native.get("cpu"):
         print("CPU during native: " + ", ".join(f"{k} {v['cpu_s']}s ({v['cores']} cores)" for k, v in native["cpu"].items()))
+    for name, t in (("ours", ours), ("native", native)):
+        if t.get("operators"):
+            print(f"Flink tasks of {name} while it ran, mean ms per second (busy / back-pressured / idle):")
+            for op in t["operators"]:
+                print("  " + " ".join(f"{'n/a' if op[m] is None else op[m]:>5}" for m in OperatorTimes.METRICS)
+                      + f"  {op['task']}")
     if ours.get("checks"):
         print(f"ours checks: {'ok' if ours['checks']['ok'] else 'MISMATCH'} {ours['checks']}")
     if result.get("cross_check"):
