@@ -530,7 +530,7 @@ def ours_child(argv: list[str]) -> int:
 def _submit_with_options(job, argv: list[str], settings: Settings, extra: list[str]):
     """pipelines.main.submit with extra Beam options (main.run takes none): for trying knobs such
     as --sdk_worker_parallelism or --max_bundle_size without editing pipelines/."""
-    import apache_beam as beam
+    from pipelines import stable_ids
     from pipelines.options import flink_options
     from sensorlake.quality import Thresholds  # noqa: F401 - imported by main.build
     from pipelines.registry_source import RegistrySource, store_registry_version
@@ -539,7 +539,7 @@ def _submit_with_options(job, argv: list[str], settings: Settings, extra: list[s
     raw = Path(settings.registry).read_bytes()
     store_registry_version(settings.lake, raw)
     registry = RegistrySource(settings.registry, settings.lake, settings.registry_refresh_s, initial=raw)
-    p = beam.Pipeline(options=flink_options(settings, args.job_name, extra=extra))
+    p = stable_ids.pipeline(flink_options(settings, args.job_name, extra=extra))
     job.build(p, settings, registry, args.flush_seconds, args.chunk_size, args.group_id, args.window_flush_seconds)
     return p.run()
 

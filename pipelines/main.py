@@ -20,6 +20,7 @@ from pathlib import Path
 import apache_beam as beam
 
 from pipelines.kafka_io import ReadKafkaBatches
+from pipelines import stable_ids
 from pipelines.options import flink_options
 from pipelines.raw_lake import WriteRawLake
 from pipelines.registry_source import RegistrySource, store_registry_version
@@ -74,6 +75,6 @@ def submit(args: argparse.Namespace, settings: Settings):
     store_registry_version(settings.lake, raw)
     registry = RegistrySource(settings.registry, settings.lake, settings.registry_refresh_s, initial=raw)
     extra = [f"--savepoint_path={args.savepoint_path}"] if args.savepoint_path else []
-    p = beam.Pipeline(options=flink_options(settings, settings.job_name, extra))
+    p = stable_ids.pipeline(flink_options(settings, settings.job_name, extra))
     build(p, settings, registry, args.flush_seconds, args.chunk_size, args.group_id, args.window_flush_seconds)
     return p.run()

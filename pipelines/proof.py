@@ -13,6 +13,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines.kafka_io import ReadKafkaRecords
+from pipelines import stable_ids
 from pipelines.options import flink_options
 from pipelines.sinks import LakeRecord, WriteLakeChunks
 from sensorlake.lake import TS, Dataset
@@ -51,6 +52,6 @@ def run(argv: list[str] | None = None, settings: Settings | None = None) -> beam
     parser.add_argument("--job-name", default="sensorlake-proof")
     args = parser.parse_args(argv)
     settings = settings or Settings.load()
-    p = beam.Pipeline(options=flink_options(settings, args.job_name))
+    p = stable_ids.pipeline(flink_options(settings, args.job_name))
     build(p, settings, args.topic, args.flush_seconds)
     return p.run()
