@@ -393,7 +393,9 @@ class OperatorTimes:
     """Where each Flink task's time goes while a job runs: busy, back-pressured or idle, in ms per
     second (Flink's task metrics, averaged over the task's subtasks), sampled every few seconds on
     a thread. A stage that is busy while the one before it is back-pressured is the one that
-    limits the job; stages all well below 1,000 ms/s busy are waiting on each other."""
+    limits the job. A Beam stage's Flink thread is idle while Python works on what it was given,
+    so stages all below 1,000 ms/s busy and not back-pressured point outside Flink's threads
+    (bench/source_stage.py tells the source apart; bench/PIPELINE.md)."""
 
     METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond")
 
