@@ -55,7 +55,7 @@ def start_job(repo: Path, settings, lake: Path, group: str, log: Path, savepoint
 
 
 def root_exception(settings, earlier: set[str]) -> str:
-    """The first line of the newest job's root exception in Flink (why a restore fails)."""
+    """The innermost cause of the newest job's root exception in Flink (why a restore fails)."""
     job = flink_job(settings, OURS_JOB, earlier)
     if not job:
         return "no job"
