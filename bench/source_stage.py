@@ -32,8 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from pipeline import (  # noqa: E402 - bench/pipeline.py's stack, preload and meters
-    RESULTS, SERVICES, CpuMeter, OperatorTimes, Plan, WINDOW_MS, cancel_job, job_ids, job_running, preload,
-    say)
+    RESULTS, SERVICES, CpuMeter, OperatorTimes, Plan, WINDOW_MS, cancel_job, job_ids, preload, say, wait_rows)
 
 from pipelines.kafka_io import ReadKafkaBatches, unpack_batch  # noqa: E402
 from pipelines.options import flink_options  # noqa: E402
@@ -60,11 +59,20 @@ class CountRecords(beam.DoFn):
                 f.write(f"{self._n}\n")
 
 
-def counted(path: Path) -> int:
-    try:
-        return sum(int(x) for x in path.read_text().split())
-    except FileNotFoundError:
-        return 0
+class CountedRecords:
+    """wait_rows' progress: the records the DoFn has counted, from its file."""
+
+    def __init__(self, path: Path, target: int):
+        self.path, self.target = path, target
+
+    def counts(self) -> dict[str, int]:
+        try:
+            return {"records": sum(int(x) for x in self.path.read_text().split())}
+        except FileNotFoundError:
+            return {"records": 0}
+
+    def targets(self) -> dict[str, int]:
+        return {"records": self.target}
 
 
 def run_job(settings, topic: str, target: int, home: Path, timeout: float, pids: dict[str, int]) -> dict:
@@ -81,33 +89,20 @@ def run_job(settings, topic: str, target: int, home: Path, timeout: float, pids:
     p.run()  # LOOPBACK: the counting DoFn runs in this process
     operators = OperatorTimes(s, JOB, earlier).start()
     say(f"source: submitted in {time.monotonic() - submitted:.1f}s")
-    running_at = None
-    last_print = 0.0
     try:
-        while True:
-            now = time.monotonic()
-            if running_at is None and job_running(s, JOB, earlier):
-                running_at = now
-                say(f"source: job RUNNING {now - submitted:.1f}s after submission")
-            n = counted(counts)
-            if n >= target:
-                break
-            if now - submitted > timeout:
-                raise RuntimeError(f"timed out with {n:,} of {target:,} records counted")
-            if now - last_print >= 5:
-                say(f"source: {now - submitted:6.1f}s  {n:,}/{target:,} records")
-                last_print = now
-            time.sleep(0.5)
-        done = time.monotonic()
+        timing = wait_rows("source", CountedRecords(counts, target), s, JOB, earlier, submitted, timeout)
         cpu = meter.stop()
         ops = operators.stop()
     finally:
         operators.stop()
         cancel_job(s, JOB, earlier)
-    return {"records": counted(counts), "seconds_from_submit": round(done - submitted, 2),
-            "seconds_to_running": round(running_at - submitted, 2) if running_at else None,
-            "records_per_s": round(target / (done - submitted)),
-            "records_per_s_running": round(target / (done - running_at)) if running_at else None,
+    if not timing["complete"]:
+        raise RuntimeError(f"timed out with {timing['counts']['records']:,} of {target:,} records counted")
+    return {"records": timing["counts"]["records"], "seconds_from_submit": timing["seconds_from_submit"],
+            "seconds_to_running": timing["seconds_to_running"],
+            "records_per_s": round(target / timing["seconds_from_submit"]),
+            "records_per_s_running": round(target / timing["seconds_from_running"])
+            if timing["seconds_from_running"] else None,
             "cpu": cpu, "operators": ops}
 
 
